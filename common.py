@@ -1,0 +1,153 @@
+"""Run-folder plumbing shared by the scripts: clear errors, atomic files, checkpoints, results.
+
+Every file a stage writes goes through a temporary file and an atomic rename, so an interrupted
+run never leaves a half-written checkpoint, rollout file or results.json behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from model import GPT, GPTConfig, config_dict
+
+
+class UserError(Exception):
+    """Bad input: the message is one sentence that says what is wrong and what to do."""
+
+
+@contextmanager
+def friendly_errors():
+    """Turn UserError (and ValueError from argument checks) into one line and exit code 2;
+    Ctrl-C exits with 130 and a note that the stage can be resumed or re-run."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # log lines appear as they happen
+    try:
+        yield
+    except (UserError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing half-written was left behind; run the same command again",
+              file=sys.stderr)
+        sys.exit(130)
+
+
+def positive(name: str, value, allow_zero: bool = False):
+    """Reject zero or negative sizes with one clear sentence."""
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "positive"
+        raise UserError(f"--{name} must be {bound}, got {value}")
+    return value
+
+
+def prepare_run_dir(path: str) -> Path:
+    """Create the run folder and make sure it is writable."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p):
+            pass
+    except OSError as e:
+        raise UserError(f"cannot write to run folder {p} ({e.strerror}); "
+                        "pass a writable --run-dir") from None
+    return p
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), then rename tmp_path over path (atomic on POSIX)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_json(path: Path, obj) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def save_torch(path: Path, obj) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_torch(path: Path, what: str, hint: str) -> dict:
+    """torch.load(weights_only=True) with one-sentence errors for missing or corrupt files."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no {what} at {path}; {hint}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a readable {what} ({type(e).__name__}); "
+                        f"delete it and {hint.split('; ')[-1]}") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} is not a {what}; delete it and {hint.split('; ')[-1]}")
+    return obj
+
+
+def save_checkpoint(path: Path, model: GPT, **extra) -> None:
+    """A plain dict of the unwrapped module, plus its config as JSON beside it."""
+    model = getattr(model, "_orig_mod", model)  # never save a torch.compile wrapper
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    ckpt = {"model": state, "model_config": config_dict(model), **extra}
+    save_torch(path, ckpt)
+    save_json(Path(path).with_suffix(".json"),
+              {"model_config": config_dict(model), **{k: v for k, v in extra.items()
+                                                      if k in ("args", "step", "stage")}})
+
+
+def load_model(path: Path, device, what: str, hint: str, value_head: bool | None = None):
+    """Load a GPT checkpoint. value_head=True adds a fresh (zero) value head to a policy;
+    value_head=False drops one. Returns (model, checkpoint dict)."""
+    ckpt = load_torch(path, what, hint)
+    try:
+        cfg = dict(ckpt["model_config"])
+        if value_head is not None:
+            cfg["value_head"] = value_head
+        model = GPT(GPTConfig(**cfg))
+        state = {k: v for k, v in ckpt["model"].items()
+                 if value_head is not False or not k.startswith("value_head")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith("value_head")]:
+            raise KeyError(f"{len(missing)} missing, {len(unexpected)} unexpected weights")
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise UserError(f"{path} does not hold a compatible model ({e}); "
+                        f"delete it and {hint.split('; ')[-1]}") from None
+    return model.to(device), ckpt
+
+
+def update_results(run_dir: Path, stage: str, record: dict) -> dict:
+    """Merge {stage: record} into run_dir/results.json (atomically) and return the whole."""
+    path = Path(run_dir) / "results.json"
+    results = {}
+    if path.exists():
+        try:
+            results = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{path} is corrupt; delete it and re-run the stages") from None
+    results[stage] = record
+    save_json(path, results)
+    return results
+
+
+def log_metrics(run_dir: Path, record: dict) -> None:
+    """Append one JSON line to run_dir/metrics.jsonl (one line per logging interval)."""
+    with open(Path(run_dir) / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+
+def args_dict(args) -> dict:
+    return {k: v for k, v in vars(args).items()}

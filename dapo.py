@@ -1,0 +1,201 @@
+"""Direct Advantage Policy Optimization (Liu et al., arXiv 2412.18279), as plain functions.
+
+Not ByteDance's 2025 "DAPO" (Decoupled Clip and Dynamic sAmpling Policy Optimization,
+arXiv 2503.14476): a different algorithm with the same acronym.
+
+DAPO is step-level and offline. A critic V(s), trained on Monte Carlo rollouts of the reference
+policy pi_ref, predicts after each reasoning step how likely pi_ref is to finish correctly; the
+actor is then trained with a squared loss that regresses each step's log-probability ratio
+log(pi/pi_ref) onto the critic's advantage A/beta (eq. 12). Equation numbers are the paper's.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from data import EOT_ID, NL_ID, Problem, Verdict, decode, encode, verify
+from model import GPT, generate
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def max_solution_tokens(problems: list[Problem]) -> int:
+    """A generous token budget for a full solution of the longest problem in the list."""
+    return 18 * (max(len(p.ops) for p in problems) + 1) + 8
+
+
+def solve(model: GPT, problems: list[Problem], temperature: float = 0.0,
+          generator: torch.Generator | None = None, batch_size: int = 256,
+          num_samples: int = 1) -> list[str]:
+    """Sample num_samples responses per problem (greedy when temperature == 0)."""
+    outs = generate(model, [encode(p.prompt) for p in problems], max_solution_tokens(problems),
+                    temperature, num_samples, generator, stop_id=EOT_ID, pad_id=EOT_ID,
+                    batch_size=batch_size)
+    return [decode(o) for o in outs]
+
+
+def evaluate(model: GPT, problems: list[Problem], temperature: float = 0.0,
+             generator: torch.Generator | None = None, batch_size: int = 256,
+             keep_failures: int = 0) -> tuple[dict, list[tuple[Problem, str, Verdict]]]:
+    """Accuracy of one response per problem through the same sampler as training uses.
+
+    Returns ({"acc", "n", "fail_1_wrong", "fail_2_wrong", "fail_more_wrong"}, failures): the
+    fail_* fields are fractions of failed solutions with exactly 1, exactly 2 or more wrong
+    lines by the verifier's per-step truth; failures lists up to keep_failures examples.
+    """
+    responses = solve(model, problems, temperature, generator, batch_size)
+    verdicts = [verify(p, r) for p, r in zip(problems, responses)]
+    wrong = [v.n_wrong for v in verdicts if v.reward == 0]
+    nf = max(1, len(wrong))
+    stats = {
+        "acc": sum(v.reward for v in verdicts) / len(verdicts),
+        "n": len(verdicts),
+        "fail_1_wrong": sum(w == 1 for w in wrong) / nf,
+        "fail_2_wrong": sum(w == 2 for w in wrong) / nf,
+        "fail_more_wrong": sum(w > 2 for w in wrong) / nf,
+    }
+    failures = [(p, r, v) for p, r, v in zip(problems, responses, verdicts) if v.reward == 0]
+    return stats, failures[:keep_failures]
+
+
+def show_failure(problem: Problem, response: str, verdict: Verdict) -> str:
+    """A wrong solution written out line by line, the wrong lines marked with the truth."""
+    out = [problem.prompt.rstrip("\n")]
+    truth = problem.solution.splitlines()
+    lines = response.split("\n")
+    for i, line in enumerate(lines):
+        if i == len(lines) - 1 and line == "":
+            break
+        ok = verdict.line_ok[i] if i < len(verdict.line_ok) else False
+        mark = "   ok" if ok else f"   <-- wrong (the correct line {i + 1} would be "\
+            f"{truth[i] if i < len(truth) else 'nothing'!r})"
+        out.append(f"  {line}{mark}")
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- steps and states
+
+
+def step_spans(tokens: list[int]) -> list[tuple[int, int]]:
+    """Token spans [start, end) of the steps of a response. A step ends with its "\\n" token,
+    which belongs to the step (PAPER.md §6); a trailing piece without one is a last step.
+
+        >>> step_spans(encode("1+2=3\\nA: 3\\n"))
+        [(0, 6), (6, 11)]
+    """
+    spans, start = [], 0
+    for i, t in enumerate(tokens):
+        if t == NL_ID:
+            spans.append((start, i + 1))
+            start = i + 1
+    if start < len(tokens):
+        spans.append((start, len(tokens)))
+    return spans
+
+
+def split_steps(tokens: list[int]) -> list[list[int]]:
+    """The steps (actions) of a response as token lists; they concatenate back to `tokens`."""
+    return [tokens[a:b] for a, b in step_spans(tokens)]
+
+
+def prefix_states(prompt: list[int], response: list[int]) -> list[list[int]]:
+    """Every state in which the response takes an action: the bare prompt, then the prompt
+    followed by the first t steps, for t = 1 .. (number of steps - 1). s_t = x + a_0 + ... +
+    a_{t-1}; the finished response itself is terminal, not a state to act in.
+
+        >>> [decode(s) for s in prefix_states(encode("Q: 1+2\\n"), encode("1+2=3\\nA: 3\\n"))]
+        ['Q: 1+2\\n', 'Q: 1+2\\n1+2=3\\n']
+    """
+    spans = step_spans(response)
+    return [prompt + response[:spans[t][0]] for t in range(len(spans))]
+
+
+def first_step(continuation: list[int]) -> list[int]:
+    """The action a continuation takes: its tokens up to and including the first "\\n", or all of
+    them (a response that stops or is cut off without ending the line)."""
+    for i, t in enumerate(continuation):
+        if t == NL_ID:
+            return continuation[:i + 1]
+    return list(continuation)
+
+
+def is_terminal(action: list[int]) -> bool:
+    """s∘a is a finished solution when a is the answer line or does not end its line."""
+    return not action or action[-1] != NL_ID or decode(action).startswith("A:")
+
+
+def balanced_pick(rewards: list[float], n: int, rng) -> list[int]:
+    """Indices of n of the samples, half correct and half incorrect where possible (PAPER §2.1):
+    take up to n // 2 of each kind (at random), then fill up from whichever kind is left."""
+    good = [i for i, r in enumerate(rewards) if r > 0]
+    bad = [i for i, r in enumerate(rewards) if r <= 0]
+    rng.shuffle(good)
+    rng.shuffle(bad)
+    take_good = min(len(good), max(n // 2, n - len(bad)))
+    take_bad = min(len(bad), n - take_good)
+    return sorted(good[:take_good] + bad[:take_bad])
+
+
+def mc_value(rewards: torch.Tensor) -> torch.Tensor:
+    """MC(s) = the mean reward of the K continuations of each state (PAPER §2.2). (S, K) -> (S,)
+    An unbiased estimate of V^{pi_ref}(s), the chance that pi_ref finishes s correctly."""
+    return rewards.float().mean(dim=-1)
+
+
+# ----------------------------------------------------------------------------- critic
+
+
+def critic_loss(logits: torch.Tensor, mc: torch.Tensor) -> torch.Tensor:
+    """Eq. 14-15: binary cross-entropy on soft targets, averaged over states:
+    -[MC log V + (1 - MC) log(1 - V)], V = sigmoid(logit). BCE rather than MSE keeps gradients
+    alive when V saturates near 0 or 1."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), mc.float())
+
+
+# ----------------------------------------------------------------------------- actor
+
+
+def advantages(values: torch.Tensor) -> torch.Tensor:
+    """Eq. 13: A(s, a_i) = V(s∘a_i) - (1/M) sum_j V(s∘a_j), for the M sampled actions of a state.
+
+    values (M,) holds V(s∘a_i) for every sampled action, duplicates included (the mean is over
+    all M samples, taken before de-duplication, PAPER §6). The baseline is the mean over sibling
+    next states, not V(s). No normalisation, no clipping. For a finished solution s∘a, the
+    caller puts the verifier's reward in values (exact), not the critic's guess (PAPER §6).
+    """
+    return values - values.mean()
+
+
+def dapo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor,
+              beta: float) -> torch.Tensor:
+    """Eq. 12: L = 1/2 E[(A(s,a)/beta - log(pi(a|s) / pi_ref(a|s)))^2], the mean over the batch
+    of (state, action) pairs.
+
+    logp, ref_logp (N,) are summed log-probs of each action's tokens (its "\\n" included) under
+    the actor and the frozen pi_ref; adv (N,) the advantages. Averaged over pairs because the
+    paper's expectation runs over sampled (s, a) pairs: a state with more distinct actions
+    weighs more, as it does in the sampled data.
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    logratio = logp - ref_logp
+    return 0.5 * ((adv / beta - logratio) ** 2).mean()
+
+
+def complete(sample, states: list[list[int]], problems: list[Problem], K: int) -> tuple:
+    """A.2: K continuations of every state and their rewards.
+
+    sample(states, K) -> len(states) * K continuations (token lists; continuation k of state i
+    at i * K + k), from pi_ref at temperature 1 in the pipeline, or a scripted policy in tests.
+    problems[i] is the problem state i belongs to. Returns (continuations, rewards (S, K)); the
+    reward of a continuation is the verifier's score of the whole response state + continuation.
+    MC(s) = rewards.mean(1) (see mc_value).
+    """
+    conts = sample(states, K)
+    rewards = torch.zeros(len(states), K)
+    for j, c in enumerate(conts):
+        i = j // K
+        prompt_len = len(encode(problems[i].prompt))
+        text = decode(states[i][prompt_len:] + [t for t in c if t != EOT_ID])
+        rewards[i, j % K] = verify(problems[i], text).reward
+    return conts, rewards

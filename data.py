@@ -1,0 +1,278 @@
+"""The synthetic task: multi-step left-to-right arithmetic, its tokenizer and its verifier.
+
+A problem is a chain of operations evaluated strictly left to right (no operator precedence).
+The solution writes one step per line and ends with a final-answer line:
+
+    Q: 47+38-19*3          <- the prompt (its line ends with "\\n")
+    47+38=85               <- step 1
+    85-19=66               <- step 2
+    66*3=198               <- step 3
+    A: 198                 <- the final answer, then <|endoftext|>
+
+Encoded with the character-level tokenizer below, "\\n" is exactly one token (id 10), so a step
+is a token span by construction:
+
+    >>> enc = get_tokenizer()
+    >>> enc.encode_ordinary("85-19=66\\n")
+    [56, 53, 45, 49, 57, 61, 54, 54, 10]
+
+Every problem comes from its own seed (split, seed, index), so a split is the same whatever the
+batch size or order. The verifier recomputes everything: the final reward and, for teaching and
+tests, the truth of every line. It never raises, whatever text it is given.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import tiktoken
+
+# ----------------------------------------------------------------------------- tokenizer
+
+EOT = "<|endoftext|>"
+EOT_ID = 256  # the one special token: ends a solution, and pads batches
+NL_ID = 10  # "\n": ends every step
+
+
+@lru_cache(maxsize=None)
+def get_tokenizer() -> tiktoken.Encoding:
+    """A byte-level tiktoken Encoding built in code: 256 byte tokens + <|endoftext|>.
+
+    No merges, so every character of the task is one token and "\\n" is token 10. Nothing is
+    downloaded (tiktoken.get_encoding would fetch BPE files from the network).
+    """
+    return tiktoken.Encoding(
+        name="dapo-bytes",
+        pat_str=r"[\s\S]",  # one piece per character; with no merges, one token per byte
+        mergeable_ranks={bytes([i]): i for i in range(256)},
+        special_tokens={EOT: EOT_ID},
+    )
+
+
+def encode(text: str) -> list[int]:
+    """Text -> token ids (special tokens are treated as plain text)."""
+    return get_tokenizer().encode_ordinary(text)
+
+
+def decode(ids: list[int]) -> str:
+    """Token ids -> text; invalid UTF-8 is replaced, never raised."""
+    return get_tokenizer().decode(list(ids), errors="replace")
+
+
+VOCAB_SIZE = EOT_ID + 1
+
+# ----------------------------------------------------------------------------- the task
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Difficulty knobs. The defaults put a ~1M-parameter GPT at the edge of competence."""
+
+    min_steps: int = 4  # fewest operations in a chain (in-distribution splits)
+    max_steps: int = 6  # most operations in a chain (in-distribution splits)
+    ood_steps: int = 7  # operations in the out-of-distribution split (longer chains)
+    max_value: int = 999  # every intermediate value stays in [0, max_value]
+    add_max: int = 99  # "+" and "-" operands are drawn from [2, add_max]
+    mul_max: int = 9  # "*" operands are drawn from [2, mul_max]
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise ValueError("need 1 <= min_steps <= max_steps; pick positive step counts")
+        if self.ood_steps < 1 or min(self.add_max, self.mul_max) < 2 or self.max_value < 100:
+            raise ValueError("ood_steps must be >= 1, add_max and mul_max >= 2, max_value >= 100")
+
+
+OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+@dataclass(frozen=True)
+class Problem:
+    start: int
+    ops: tuple[tuple[str, int], ...]  # ((op, operand), ...), applied left to right
+
+    @property
+    def prompt(self) -> str:
+        """The question line, "\\n" included: this is the bare-prompt state."""
+        return "Q: " + str(self.start) + "".join(f"{op}{y}" for op, y in self.ops) + "\n"
+
+    def values(self) -> list[int]:
+        """The running value after each step (true values)."""
+        out, v = [], self.start
+        for op, y in self.ops:
+            v = OPS[op](v, y)
+            out.append(v)
+        return out
+
+    @property
+    def answer(self) -> int:
+        return self.values()[-1]
+
+    @property
+    def solution(self) -> str:
+        """The correct solution: one line per step, the answer line; every line ends in "\\n"."""
+        lines, v = [], self.start
+        for (op, y), nxt in zip(self.ops, self.values()):
+            lines.append(f"{v}{op}{y}={nxt}")
+            v = nxt
+        return "".join(line + "\n" for line in lines) + f"A: {v}\n"
+
+
+def make_problem(rng: random.Random, n_steps: int, cfg: TaskConfig) -> Problem:
+    """Draw one chain: each step picks uniformly among the operations that keep the value in
+    [0, cfg.max_value], then an operand uniformly from that operation's range."""
+    v = rng.randint(10, 99)
+    start, ops = v, []
+    for _ in range(n_steps):
+        choices = []
+        if v + 2 <= cfg.max_value:
+            choices.append("+")
+        if v >= 2:
+            choices.append("-")
+        if 2 <= v and v * 2 <= cfg.max_value:
+            choices.append("*")
+        op = rng.choice(choices)
+        if op == "+":
+            y = rng.randint(2, min(cfg.add_max, cfg.max_value - v))
+        elif op == "-":
+            y = rng.randint(2, min(cfg.add_max, v))
+        else:
+            y = rng.randint(2, min(cfg.mul_max, cfg.max_value // v))
+        v = OPS[op](v, y)
+        ops.append((op, y))
+    return Problem(start, tuple(ops))
+
+
+SPLITS = ("train", "val", "test", "ood")
+
+
+def _item(split: str, seed: int, index: int, cfg: TaskConfig, attempt: int = 0) -> Problem:
+    rng = random.Random(f"{split}:{seed}:{index}:{attempt}")  # str seeds hash with SHA-512
+    if split == "ood":
+        n = cfg.ood_steps
+    else:
+        n = rng.randint(cfg.min_steps, cfg.max_steps)
+    return make_problem(rng, n, cfg)
+
+
+def eval_split(split: str, n: int, seed: int = 0, cfg: TaskConfig = TaskConfig()) -> list[Problem]:
+    """The first n problems of an evaluation split ("val", "test" or "ood"); val and test never
+    share a problem (later duplicates are redrawn)."""
+    if split not in ("val", "test", "ood"):
+        raise ValueError(f"unknown split {split!r}; use val, test or ood")
+    taken = set() if split != "test" else {p.prompt for p in eval_split("val", n, seed, cfg)}
+    out = []
+    for i in range(n):
+        attempt = 0
+        p = _item(split, seed, i, cfg)
+        while p.prompt in taken:
+            attempt += 1
+            p = _item(split, seed, i, cfg, attempt)
+        taken.add(p.prompt)
+        out.append(p)
+    return out
+
+
+class TrainProblems:
+    """The training split as an indexable stream: item i is drawn from seed (train, seed, i) and
+    redrawn if it collides with any held-out problem, so train is disjoint from val/test/ood."""
+
+    def __init__(self, seed: int = 0, cfg: TaskConfig = TaskConfig(), n_heldout: int = 2000):
+        self.seed, self.cfg = seed, cfg
+        self.heldout = {p.prompt for s in ("val", "test", "ood")
+                        for p in eval_split(s, n_heldout, seed, cfg)}
+
+    def __getitem__(self, i: int) -> Problem:
+        attempt = 0
+        p = _item("train", self.seed, i, self.cfg)
+        while p.prompt in self.heldout:
+            attempt += 1
+            p = _item("train", self.seed, i, self.cfg, attempt)
+        return p
+
+    def take(self, start: int, n: int) -> list[Problem]:
+        return [self[i] for i in range(start, start + n)]
+
+
+# ----------------------------------------------------------------------------- verifier
+
+_STEP = re.compile(r"(\d{1,6})([+\-*])(\d{1,6})=(-?\d{1,9})")
+_ANSWER = re.compile(r"A: (-?\d{1,9})")
+_QUESTION = re.compile(r"Q: (\d{1,6})((?:[+\-*]\d{1,6}){1,32})\n?")
+
+
+@dataclass
+class Verdict:
+    reward: float  # 1.0 if the final answer line is present and correct, else 0.0
+    line_ok: list[bool] = field(default_factory=list)  # per line of the response, see verify()
+    first_error: int | None = None  # index of the first line that is not ok, None if all are
+    answer: int | None = None  # the answer the response gave, if it gave one
+
+    @property
+    def n_wrong(self) -> int:
+        return sum(not ok for ok in self.line_ok)
+
+
+def split_lines(response: str) -> list[str]:
+    """Lines of a response without their "\\n"; a trailing unfinished line is kept."""
+    lines = response.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def verify(problem: Problem, response: str) -> Verdict:
+    """Score a response to `problem`. Never raises.
+
+    reward: 1.0 iff the response's last line is "A: <the true answer>" and nothing follows it.
+    line_ok[i], the per-step truth, checks line i *locally*: step line i must read
+    "a<op>b=c" with a the previous line's written result (the start value for i = 0), op and b
+    the problem's i-th operation, and c = a op b computed exactly; the answer line must copy the
+    last written result. So a solution with one slip has exactly one False, at the slip.
+    """
+    try:
+        lines = split_lines(response)
+        ok: list[bool] = []
+        prev, answer = problem.start, None
+        n = len(problem.ops)
+        for i, line in enumerate(lines):
+            if i < n:
+                m = _STEP.fullmatch(line)
+                good = False
+                if m:
+                    a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+                    good = (a, op, b) == (prev, *problem.ops[i]) and c == OPS[op](a, b)
+                    prev = c
+                ok.append(good)
+            elif i == n:
+                m = _ANSWER.fullmatch(line)
+                if m:
+                    answer = int(m[1])
+                ok.append(bool(m) and answer == prev)
+            else:
+                ok.append(False)  # anything after the answer line is wrong
+        while len(ok) < n + 1:  # missing lines count as errors at the point they were due
+            ok.append(False)
+        reward = float(len(lines) == n + 1 and answer is not None and answer == problem.answer)
+        first = next((i for i, g in enumerate(ok) if not g), None)
+        return Verdict(reward, ok, first, answer)
+    except Exception:  # pragma: no cover - defensive: garbage must never crash a rollout
+        return Verdict(0.0, [False], 0, None)
+
+
+def parse_prompt(prompt: str) -> Problem | None:
+    """Recover the Problem from its prompt text (None if it is not a well-formed question)."""
+    m = _QUESTION.fullmatch(prompt)
+    if not m:
+        return None
+    ops = tuple((op, int(y)) for op, y in re.findall(r"([+\-*])(\d+)", m[2]))
+    return Problem(int(m[1]), ops)
+
+
+if __name__ == "__main__":
+    cfg = TaskConfig()
+    p = TrainProblems(0, cfg)[0]
+    print(p.prompt + p.solution, end="")
+    print("tokens:", encode(p.prompt + p.solution)[:24], "...")
+    bad = p.solution.replace("=", "=1", 1)
+    print("a slip in step 1 ->", verify(p, bad))

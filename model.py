@@ -1,0 +1,404 @@
+"""A small, self-contained GPT: training forward, KV-cache batched sampling, summed log-probs of
+a continuation, and a scalar value head, so the critic is the same class with another head.
+
+Shapes: B batch, T time, C n_embd, nh heads, hs = C // nh head size, V vocabulary.
+Batches are right-padded for training and scoring (a causal model never looks right, so padding
+after the real tokens changes nothing) and left-padded for sampling (so every row's next token
+lands in the same column); left padding shifts each row's positions and masks its pad keys.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 257  # 256 bytes + <|endoftext|> (data.py)
+    block_size: int = 256  # longest sequence the rotary table covers
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention heads per block
+    n_embd: int = 128  # residual stream width
+    value_head: bool = False  # add a scalar head V(s) = sigmoid(w . h_last + b) for the critic
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"model size {name}={getattr(self, name)} must be positive")
+        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+            raise ValueError("n_embd must be a multiple of n_head with an even head size")
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto" picks cuda, then mps, then cpu; anything else must name an available device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available; use auto or cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps was asked for but MPS is not available; use auto or cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
+    return dev
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA that supports it; full fp32 elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# ----------------------------------------------------------------------------- the network
+
+
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of channels by position-dependent angles. x (B, nh, T, hs); cos, sin
+    (B, 1, T, hs/2)."""
+    x1, x2 = x[..., ::2], x[..., 1::2]
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.flatten(-2).type_as(x)
+
+
+class KVCache:
+    """Keys and values of every layer for B rows, filled left to right.
+
+    k, v: (n_layer, B, nh, max_len, hs); key_valid (B, max_len) marks real (non-pad) keys.
+    """
+
+    def __init__(self, cfg: GPTConfig, batch: int, max_len: int, device, dtype):
+        shape = (cfg.n_layer, batch, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.key_valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
+        self.len = 0  # number of filled columns
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        t0, T = self.len, k.size(2)
+        self.k[layer, :, :, t0:t0 + T] = k
+        self.v[layer, :, :, t0:t0 + T] = v
+        return self.k[layer, :, :, :t0 + T], self.v[layer, :, :, :t0 + T]
+
+    def fan_out(self, n: int) -> None:
+        """Repeat every row n times (row i becomes rows i*n .. i*n+n-1): the prefix's keys and
+        values are computed once and shared by its n samples."""
+        self.k = self.k.repeat_interleave(n, dim=1)
+        self.v = self.v.repeat_interleave(n, dim=1)
+        self.key_valid = self.key_valid.repeat_interleave(n, dim=0)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.ln1 = nn.LayerNorm(cfg.n_embd)
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.ln2 = nn.LayerNorm(cfg.n_embd)
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False)
+        self.fc_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, mask, cache, layer):
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        q, k = rotary(q, cos, sin), rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, nh, t0 + T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        x = x + self.proj(y)
+        return x + self.fc_proj(F.gelu(self.fc(self.ln2(x))))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying
+        self.value_head = nn.Linear(cfg.n_embd, 1) if cfg.value_head else None
+        hs = cfg.n_embd // cfg.n_head
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, hs, 2).float() / hs))
+        angles = torch.outer(torch.arange(cfg.block_size).float(), inv_freq)  # (block, hs/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
+        if self.value_head is not None:
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+
+    def num_params(self) -> int:
+        """Parameters, tied embedding counted once (the N of the 6N FLOP rule)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def hidden(self, idx: torch.Tensor, pos: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """Final hidden states (B, T, C) of token ids idx (B, T).
+
+        pos (B, T) are rotary positions (default: cache.len + arange(T)); mask is a boolean
+        attention mask (B, 1, T, keys), True = may attend; None means plain causal attention.
+        """
+        B, T = idx.shape
+        if pos is None:
+            t0 = cache.len if cache is not None else 0
+            pos = torch.arange(t0, t0 + T, device=idx.device).expand(B, T)
+        cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # (B, 1, T, hs/2)
+        x = self.wte(idx)  # (B, T, C)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, mask, cache, layer)
+        if cache is not None:
+            cache.len += T
+        return self.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                loss_mask: torch.Tensor | None = None):
+        """Training forward on right-padded idx (B, T): logits (B, T, V) and, with targets, the
+        mean cross-entropy over the positions where loss_mask (B, T) is 1."""
+        logits = self.lm_head(self.hidden(idx))
+        if targets is None:
+            return logits, None
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+        m = torch.ones_like(nll) if loss_mask is None else loss_mask.flatten().float()
+        return logits, (nll * m).sum() / m.sum().clamp(min=1)
+
+    def value_logits(self, idx: torch.Tensor) -> torch.Tensor:
+        """Critic logits (B, T): position t scores the state idx[:, :t+1]. V = sigmoid(logit)."""
+        if self.value_head is None:
+            raise ValueError("this model has no value head (GPTConfig.value_head=False)")
+        return self.value_head(self.hidden(idx)).squeeze(-1).float()
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def pack(seqs: list[list[int]], pad_id: int, device=None, left: bool = False) -> tuple:
+    """Pad token lists into one (B, T) tensor. Returns (idx, lengths).
+
+        >>> pack([[5, 6, 7], [8]], pad_id=0)[0].tolist()
+        [[5, 6, 7], [8, 0, 0]]
+        >>> pack([[5, 6, 7], [8]], pad_id=0, left=True)[0].tolist()
+        [[5, 6, 7], [0, 0, 8]]
+    """
+    T = max(len(s) for s in seqs)
+    idx = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if left:
+            idx[i, T - len(s):] = torch.tensor(s, dtype=torch.long)
+        else:
+            idx[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    return idx.to(device), lengths.to(device)
+
+
+def pack_continuations(prefixes: list[list[int]], continuations: list[list[int]], pad_id: int,
+                       device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad prefix+continuation rows; mask (B, T) is 1 on continuation tokens only.
+
+        >>> idx, m = pack_continuations([[1, 2], [3]], [[4], [5, 6]], pad_id=0)
+        >>> idx.tolist(), m.tolist()
+        ([[1, 2, 4], [3, 5, 6]], [[0, 0, 1], [0, 1, 1]])
+    """
+    idx, _ = pack([p + c for p, c in zip(prefixes, continuations)], pad_id, device)
+    mask = torch.zeros_like(idx)
+    for i, (p, c) in enumerate(zip(prefixes, continuations)):
+        mask[i, len(p):len(p) + len(c)] = 1
+    return idx, mask
+
+
+def continuation_logprob(model: GPT, idx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Summed log-prob (B,) of the tokens where mask (B, T) is 1, each given everything before
+    it. Differentiable; the one log-prob implementation every stage uses. Sums, not means:
+    DAPO's log pi(a|s) is the sum over the action's tokens (no length normalisation)."""
+    logits = model(idx[:, :-1])[0]  # (B, T-1, V): predicts idx[:, 1:]
+    logp = -F.cross_entropy(logits.flatten(0, 1).float(), idx[:, 1:].flatten(),
+                            reduction="none").view_as(idx[:, 1:])  # (B, T-1)
+    return (logp * mask[:, 1:]).sum(dim=1)
+
+
+@torch.no_grad()
+def sequence_logprobs(model: GPT, prefixes: list[list[int]], continuations: list[list[int]],
+                      pad_id: int, batch_size: int = 256) -> torch.Tensor:
+    """Summed log-probs (N,) of each continuation given its prefix, in fp32 on the CPU."""
+    dev = next(model.parameters()).device
+    out = []
+    for i in range(0, len(prefixes), batch_size):
+        idx, mask = pack_continuations(prefixes[i:i + batch_size],
+                                       continuations[i:i + batch_size], pad_id, dev)
+        with autocast(dev):
+            out.append(continuation_logprob(model, idx, mask).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def state_values(model: GPT, states: list[list[int]], pad_id: int,
+                 batch_size: int = 256) -> torch.Tensor:
+    """Critic values V(s) in [0, 1] (N,), read at the last token of each state."""
+    dev = next(model.parameters()).device
+    out = []
+    for i in range(0, len(states), batch_size):
+        idx, lengths = pack(states[i:i + batch_size], pad_id, dev)
+        with autocast(dev):
+            logits = model.value_logits(idx)  # (B, T)
+        out.append(torch.sigmoid(logits[torch.arange(len(idx)), lengths - 1]).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _sample(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
+    """Next tokens (B,) from last-position logits (B, V): argmax if temperature == 0."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def _prompt_mask(lengths: torch.Tensor, T: int, total: int) -> tuple:
+    """Positions (B, T) and attention mask (B, 1, T, total) for left-padded prompts of the
+    given lengths, inside a key space of `total` columns whose first T are the prompt."""
+    B, dev = len(lengths), lengths.device
+    pad = (T - lengths).unsqueeze(1)  # (B, 1) pads on the left
+    cols = torch.arange(total, device=dev)
+    rows = torch.arange(T, device=dev)
+    key_valid = cols.unsqueeze(0) >= pad  # (B, total)
+    causal = cols.unsqueeze(0) <= rows.unsqueeze(1)  # (T, total)
+    mask = causal.unsqueeze(0) & key_valid.unsqueeze(1)  # (B, T, total)
+    mask |= cols.unsqueeze(0) == rows.unsqueeze(1)  # a pad row attends to itself: no NaNs
+    pos = (rows.unsqueeze(0) - pad).clamp(min=0)  # (B, T)
+    return pos, mask.unsqueeze(1), key_valid
+
+
+@torch.no_grad()
+def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
+             num_samples: int = 1, generator: torch.Generator | None = None,
+             stop_id: int | None = None, pad_id: int = 0, batch_size: int = 256,
+             use_cache: bool = True, sync_every: int = 16) -> list[list[int]]:
+    """Sample continuations of prompts of different lengths, num_samples per prompt.
+
+    Returns a list of len(prompts) * num_samples token lists; sample k of prompt i is at
+    i * num_samples + k. A continuation ends before its first stop_id (not included) or after
+    max_new_tokens. temperature 0 is greedy. With use_cache, each prompt is prefilled once and
+    its keys/values fanned out to its num_samples rows; without it, every step recomputes the
+    whole sequence (the slow reference that tests compare against). Prompts are processed in
+    length order, batch_size rows at a time, so rows of a batch finish at similar times.
+    """
+    if max_new_tokens <= 0 or num_samples <= 0 or batch_size <= 0 or temperature < 0:
+        raise ValueError("max_new_tokens, num_samples and batch_size must be positive and "
+                         "temperature >= 0")
+    dev = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    per_batch = max(1, batch_size // num_samples)
+    results: list[list[int]] = [[] for _ in range(len(prompts) * num_samples)]
+    for c in range(0, len(order), per_batch):
+        chunk = order[c:c + per_batch]
+        outs = _generate_batch(model, [prompts[i] for i in chunk], max_new_tokens, temperature,
+                               num_samples, generator, stop_id, pad_id, use_cache, dev,
+                               sync_every)
+        for j, i in enumerate(chunk):
+            for k in range(num_samples):
+                results[i * num_samples + k] = outs[j * num_samples + k]
+    return results
+
+
+def _generate_batch(model, prompts, max_new, temperature, n, generator, stop_id, pad_id,
+                    use_cache, dev, sync_every) -> list[list[int]]:
+    idx, lengths = pack(prompts, pad_id, dev, left=True)  # (P, T)
+    P, T = idx.shape
+    max_new = min(max_new, model.config.block_size - int(lengths.max()))
+    if max_new <= 0:
+        raise ValueError(f"prompt longer than block_size={model.config.block_size}")
+    total = T + max_new
+    pos, mask, key_valid = _prompt_mask(lengths, T, total)
+    if use_cache:
+        dtype = torch.bfloat16 if isinstance(autocast(dev), torch.autocast) else torch.float32
+        cache = KVCache(model.config, P, total, dev, dtype)
+        cache.key_valid = key_valid
+        with autocast(dev):
+            h = model.hidden(idx, pos, mask[..., :T], cache)  # prefill: once per prompt
+        logits = model.lm_head(h[:, -1]).float()  # (P, V)
+        cache.fan_out(n)  # (P*n) rows share each prompt's prefill
+        logits = logits.repeat_interleave(n, dim=0)
+        next_pos = lengths.repeat_interleave(n)  # (B,) position of the next token per row
+    else:
+        idx, lengths = idx.repeat_interleave(n, 0), lengths.repeat_interleave(n)
+        seq = idx
+    B = P * n
+    out = torch.full((B, max_new), pad_id, dtype=torch.long, device=dev)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
+    for t in range(max_new):
+        if not use_cache:  # recompute everything: positions and mask for the whole sequence
+            L = seq.size(1)
+            p, m, _ = _prompt_mask(lengths, T, L)
+            p = torch.cat([p, lengths.unsqueeze(1) + torch.arange(L - T, device=dev)], 1)
+            with autocast(dev):
+                logits = model.lm_head(model.hidden(seq, p, _full_mask(m, T, L))[:, -1]).float()
+        tok = _sample(logits, temperature, generator)  # (B,)
+        if stop_id is not None:
+            tok = torch.where(done, torch.full_like(tok, stop_id), tok)
+            done |= tok == stop_id
+        out[:, t] = tok
+        if stop_id is not None and (t + 1) % sync_every == 0 and bool(done.all()):
+            break  # one host-device sync every sync_every steps, not every step
+        if t == max_new - 1:
+            break
+        if use_cache:
+            cache.key_valid[:, cache.len] = True
+            m = cache.key_valid[:, :cache.len + 1]  # (B, keys): real keys, this token included
+            with autocast(dev):
+                h = model.hidden(tok.unsqueeze(1), next_pos.unsqueeze(1), m[:, None, None, :],
+                                 cache)
+            logits = model.lm_head(h[:, -1]).float()
+            next_pos = next_pos + 1
+        else:
+            seq = torch.cat([seq, tok.unsqueeze(1)], dim=1)
+    rows = out.tolist()
+    if stop_id is not None:
+        rows = [r[:r.index(stop_id)] if stop_id in r else r for r in rows]
+    return rows
+
+
+def _full_mask(prompt_mask: torch.Tensor, T: int, L: int) -> torch.Tensor:
+    """Extend a prompt mask (B, 1, T, L) to all L rows: generated rows see every valid key to
+    their left (the prompt's valid columns and all generated ones)."""
+    B = prompt_mask.size(0)
+    key_valid = prompt_mask[:, 0, -1, :]  # the last prompt row sees every valid prompt key
+    key_valid = key_valid | (torch.arange(L, device=prompt_mask.device) >= T)
+    causal = torch.ones(L - T, L, dtype=torch.bool, device=prompt_mask.device).tril(T)
+    gen = causal.unsqueeze(0) & key_valid.unsqueeze(1)  # (B, L - T, L)
+    return torch.cat([prompt_mask[:, 0], gen], dim=1).unsqueeze(1).expand(B, 1, L, L)
+
+
+def config_dict(model: GPT) -> dict:
+    return asdict(model.config)

@@ -1,0 +1,102 @@
+"""The whole of Direct Advantage Policy Optimization in one command, from nothing:
+
+    python pipeline.py                       # ~15 minutes or less on a 2-core CPU
+    python pipeline.py --run-dir runs/seed1 --seed 1
+    python pipeline.py --preset gpu          # a larger model, task and budget for one GPU
+
+Runs train_sft.py (the reference policy), then for each round R = 1 .. --rounds
+train_critic.py --round R and train_actor.py --round R (iterative DAPO: the actor of round R is
+pi_ref of round R + 1), then prints a table of greedy accuracy per stage and split, generated
+tokens and wall time per stage, from RUN_DIR/results.json. A stage whose output already exists
+in the run folder is skipped, so an interrupted pipeline resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from common import friendly_errors, positive, prepare_run_dir, save_json
+import train_actor
+import train_critic
+import train_sft
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--run-dir", default="runs/default", help="folder for everything")
+    p.add_argument("--seed", type=int, default=0, help="one seed for every stage")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps")
+    p.add_argument("--rounds", type=int, default=2, help="DAPO rounds after the SFT stage")
+    p.add_argument("--preset", choices=train_sft.PRESETS, default="cpu",
+                   help="cpu: defaults for a laptop; gpu: a larger model, task and budget")
+    p.add_argument("--sft-args", default="", help="extra flags for train_sft.py, quoted")
+    p.add_argument("--critic-args", default="", help="extra flags for train_critic.py, quoted")
+    p.add_argument("--actor-args", default="", help="extra flags for train_actor.py, quoted")
+    args = p.parse_args(argv)
+    positive("rounds", args.rounds)
+    return args
+
+
+GPU_STAGE_ARGS = {  # --preset gpu: bigger rollouts for the bigger model
+    "critic": "--problems 2048 --n1 16 --n 6 --K 16 --sample-batch 4096 --batch-size 256 "
+              "--epochs 2",
+    "actor": "--batch-pairs 512",
+}
+
+
+def table(results: dict, walls: dict) -> str:
+    """Greedy accuracy per stage and split, generated tokens and wall time per stage."""
+    rows = [f"{'stage':10s} {'val':>7s} {'test':>7s} {'ood':>7s} {'gen. tokens':>12s} "
+            f"{'wall s':>7s}"]
+    for stage, rec in results.items():
+        if stage.startswith("critic"):
+            rows.append(f"{stage:10s} {'':>7s} {'':>7s} {'':>7s} "
+                        f"{rec.get('generated_tokens', 0):12,d} {walls.get(stage, 0):7.0f}")
+            continue
+        accs = [f"{rec[s]['greedy_acc']:7.1%}" if s in rec else f"{'-':>7s}"
+                for s in ("val", "test", "ood")]
+        rows.append(f"{stage:10s} {' '.join(accs)} {'':>12s} {walls.get(stage, 0):7.0f}")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    args = get_args(argv)
+    run_dir = prepare_run_dir(args.run_dir)
+    common = ["--run-dir", str(run_dir), "--device", args.device]
+    t_all, walls = time.time(), {}
+    stages = [("sft", run_dir / "sft.pt", train_sft.main,
+               common + ["--seed", str(args.seed), "--preset", args.preset]
+               + args.sft_args.split())]
+    for r in range(1, args.rounds + 1):
+        extra = GPU_STAGE_ARGS if args.preset == "gpu" else {"critic": "", "actor": ""}
+        rr = ["--round", str(r), "--seed", str(args.seed)]
+        stages.append((f"critic_{r}", run_dir / f"critic_{r}.pt", train_critic.main,
+                       common + rr + extra["critic"].split() + args.critic_args.split()))
+        stages.append((f"dapo_{r}", run_dir / f"actor_{r}.pt", train_actor.main,
+                       common + rr + extra["actor"].split() + args.actor_args.split()))
+    timing_file = run_dir / "pipeline_times.json"
+    if timing_file.exists():
+        walls = json.loads(timing_file.read_text())
+    for name, output, fn, argv_stage in stages:
+        if output.exists() and name in walls:
+            print(f"== {name}: {output} exists, skipped")
+            continue
+        print(f"\n== {name}: {fn.__module__}.py {' '.join(argv_stage)}")
+        t0 = time.time()
+        fn(argv_stage)
+        walls[name] = time.time() - t0
+        save_json(timing_file, walls)
+    results = json.loads((Path(run_dir) / "results.json").read_text())
+    print(f"\nDirect Advantage Policy Optimization, {args.rounds} rounds, seed {args.seed}: "
+          "greedy accuracy")
+    print(table(results, walls))
+    print(f"total wall time {sum(walls.values()):.0f} s (this invocation "
+          f"{time.time() - t_all:.0f} s); results in {run_dir / 'results.json'}")
+
+
+if __name__ == "__main__":
+    with friendly_errors():
+        main()

@@ -1,0 +1,198 @@
+"""Tests of dapo.py's building blocks on hand-sized examples: steps, states, MC targets, the
+critic loss, advantages, the terminal rule and the filters."""
+
+import math
+import random
+
+import pytest
+import torch
+
+from dapo import (advantages, balanced_pick, complete, critic_loss, first_step, is_terminal,
+                  mc_value, prefix_states, split_steps, step_spans)
+from data import EOT_ID, NL_ID, OPS, Problem, decode, encode, verify
+
+PROB = Problem(47, (("+", 38), ("-", 19), ("*", 3)))
+
+
+def test_step_spans_are_token_exact():
+    """Guards against off-by-one spans: every step ends with its own "\\n" token and the steps
+    concatenate back to the response exactly."""
+    resp = encode(PROB.solution)
+    spans = step_spans(resp)
+    assert spans == [(0, 9), (9, 18), (18, 27), (27, 34)]
+    steps = split_steps(resp)
+    assert [decode(s) for s in steps] == ["47+38=85\n", "85-19=66\n", "66*3=198\n", "A: 198\n"]
+    assert all(s[-1] == NL_ID and s.count(NL_ID) == 1 for s in steps)
+    assert sum(steps, []) == resp
+
+
+def test_unfinished_last_step_is_kept():
+    """Guards against dropping a truncated last line (an action with no closing "\\n")."""
+    assert [decode(s) for s in split_steps(encode("1+2=3\nA: "))] == ["1+2=3\n", "A: "]
+    assert split_steps([]) == []
+
+
+def test_prefix_states_include_bare_prompt_and_exclude_terminal():
+    """Guards against losing the bare prompt (a state, PAPER §6) or adding the finished solution
+    (terminal, nothing left to act on) to the state set."""
+    prompt, resp = encode(PROB.prompt), encode(PROB.solution)
+    states = prefix_states(prompt, resp)
+    assert len(states) == 4
+    assert states[0] == prompt
+    assert decode(states[2]) == PROB.prompt + "47+38=85\n85-19=66\n"
+    for t, s in enumerate(states):  # s_t = x + a_0 + ... + a_{t-1}, token for token
+        assert s == prompt + sum(split_steps(resp)[:t], [])
+
+
+def test_first_step_and_terminal_rule():
+    """Guards against a wrong action boundary or a wrong terminal test: the action ends at the
+    first "\\n"; the answer line and a line that never ends are terminal, a step is not."""
+    assert decode(first_step(encode("85-19=66\n66*3=198\n"))) == "85-19=66\n"
+    assert first_step(encode("12")) == encode("12")
+    assert not is_terminal(encode("85-19=66\n"))
+    assert is_terminal(encode("A: 198\n"))
+    assert is_terminal(encode("85-1") + [EOT_ID])
+    assert is_terminal([])
+
+
+def test_balanced_pick():
+    """Guards against unbalanced selection: half correct and half incorrect where possible,
+    filled up from the other kind otherwise, never more than n."""
+    rng = random.Random(0)
+    r = [1, 1, 1, 1, 1, 0, 0, 0]
+    pick = balanced_pick(r, 4, rng)
+    assert len(pick) == 4 and sum(r[i] for i in pick) == 2
+    pick = balanced_pick([1, 0, 0, 0, 0, 0], 4, rng)  # only one correct: take it, fill with bad
+    assert len(pick) == 4 and 0 in pick
+    assert sorted(balanced_pick([0, 0], 4, rng)) == [0, 1]
+
+
+def test_critic_bce_by_hand():
+    """Guards against a hard-label or mis-signed BCE: eq. 14-15 on soft targets.
+    V = sigmoid(0) = 0.5, MC = 0.25: -(0.25 ln 0.5 + 0.75 ln 0.5) = ln 2.
+    V = sigmoid(ln 3) = 0.75, MC = 1: -ln 0.75.  Mean of the two."""
+    logits = torch.tensor([0.0, math.log(3.0)])
+    mc = torch.tensor([0.25, 1.0])
+    want = (math.log(2.0) - math.log(0.75)) / 2
+    assert critic_loss(logits, mc).item() == pytest.approx(want, rel=1e-6)
+    # the minimiser of soft BCE over a constant is the mean target
+    c = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([c], lr=2.0)
+    for _ in range(300):
+        opt.zero_grad()
+        critic_loss(c.expand(4), torch.tensor([0.0, 0.25, 0.5, 1.0])).backward()
+        opt.step()
+    assert torch.sigmoid(c).item() == pytest.approx(0.4375, abs=1e-4)
+
+
+def test_advantage_baseline_terminal_rule_and_filters_by_hand():
+    """Guards against a V(s) baseline, a mean over unique actions, or ignoring the verifier at
+    terminal next states. Hand example: M = 4 sampled actions a, a, b, c with critic values
+    V(s∘a) = 0.8, V(s∘b) = 0.2, and c a finished solution the verifier scores 1 (the critic's
+    0.3 guess must not be used). Mean = (0.8 + 0.8 + 0.2 + 1) / 4 = 0.7, so
+    A = 0.1, 0.1, -0.5, 0.3; unique actions keep a (0.1), b (-0.5), c (0.3); gap 0.8 >= 0.1."""
+    critic_guess = {"a": 0.8, "b": 0.2, "c": 0.3}
+    verifier = {"c": 1.0}
+    sampled = ["a", "a", "b", "c"]
+    vals = torch.tensor([verifier.get(x, critic_guess[x]) for x in sampled])
+    adv = advantages(vals)
+    assert adv.tolist() == pytest.approx([0.1, 0.1, -0.5, 0.3])
+    uniq = dict(zip(sampled, adv.tolist()))
+    assert uniq == pytest.approx({"a": 0.1, "b": -0.5, "c": 0.3})
+    assert max(uniq.values()) - min(uniq.values()) >= 0.1
+    # a state whose actions all look alike is dropped by the 0.1 gap filter
+    flat = advantages(torch.tensor([0.50, 0.52, 0.55, 0.5]))
+    assert float(flat.max() - flat.min()) < 0.1
+
+
+def test_build_pairs_applies_terminal_rule_and_filters():
+    """Guards against the actor's data builder diverging from the hand rules above: the same
+    numbers must come out of train_actor.build_pairs on a real (tiny) rollout structure."""
+    from train_actor import build_pairs
+    from train_critic import flat
+
+    p = Problem(5, (("+", 3),))  # "Q: 5+3\n", solution "5+3=8\nA: 8\n"
+    s0 = encode(p.prompt)
+    s1 = s0 + encode("5+3=8\n")
+    conts = [encode("5+3=8\nA: 8\n") + [EOT_ID], encode("5+3=9\nA: 9\n") + [EOT_ID],
+             encode("A: 8\n") + [EOT_ID], encode("A: 7\n") + [EOT_ID]]
+
+    class FakeCritic(torch.nn.Module):  # V(s∘a) = 0.9 if the step is right, else 0.1
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def value_logits(self, idx):
+            out = torch.full(idx.shape, -2.1972)  # logit(0.1)
+            for r in range(idx.size(0)):
+                if "5+3=8\n" in decode([t for t in idx[r].tolist() if t != EOT_ID]):
+                    out[r] = 2.1972  # logit(0.9)
+            return out
+
+    data = {"states": flat([s0, s1]), "continuations": flat(conts),
+            "rewards": torch.zeros(2, 2), "problems": [p.prompt],
+            "state_problem": torch.tensor([0, 0])}
+    groups, stats = build_pairs(data, FakeCritic(), threshold=0.1)
+    assert stats["kept_states"] == 2 and stats["pairs"] == 4
+    g0, g1 = groups
+    assert g0["adv"] == pytest.approx([0.4, -0.4], abs=1e-3)  # 0.9 / 0.1 around mean 0.5
+    assert g1["adv"] == pytest.approx([0.5, -0.5])  # terminal: verifier rewards 1 and 0
+    assert decode(g1["actions"][0]) == "A: 8\n"
+    _, stats = build_pairs(data, FakeCritic(), threshold=0.95)
+    assert stats["kept_states"] == 1  # only the exact terminal gap (1.0) survives
+
+
+def scripted_policy(eps: float, rng: random.Random):
+    """A policy with a known per-step error rate: each remaining step line is right (from the
+    value written so far) with probability 1 - eps, else off by one; the answer line copies the
+    last written value. So V(s) = (1 - eps) ** (steps left) if s has no error yet, else 0."""
+    from data import parse_prompt
+
+    def sample(states, K):
+        out = []
+        for s in states:
+            text = decode(s)
+            prompt, rest = text.split("\n", 1)
+            prob = parse_prompt(prompt + "\n")
+            done = [line for line in rest.split("\n") if line]
+            v = int(done[-1].split("=")[1]) if done else prob.start
+            for _ in range(K):
+                lines, w = [], v
+                for op, y in prob.ops[len(done):]:
+                    r = OPS[op](w, y) + (1 if rng.random() < eps else 0)
+                    lines.append(f"{w}{op}{y}={r}")
+                    w = r
+                out.append(encode("".join(x + "\n" for x in lines) + f"A: {w}\n") + [EOT_ID])
+        return out
+    return sample
+
+
+def test_mc_estimate_matches_closed_form_within_binomial_ci():
+    """Guards against a biased MC estimator (wrong reward assembly, off-by-one in the state's
+    remaining steps, dropped continuations). With per-step error eps, V(s_t) = (1-eps)^(n-t) on a
+    correct prefix and 0 after a slip; the estimate from K samples must fall inside a 4-sigma
+    binomial interval around the closed form."""
+    eps, K = 0.2, 400
+    p = Problem(31, (("+", 12), ("*", 3), ("-", 40), ("+", 7)))
+    resp = encode(p.solution)
+    states = prefix_states(encode(p.prompt), resp)  # t = 0 .. 4 steps done
+    slipped = encode(p.prompt + "31+12=44\n")  # a wrong first step: V = 0
+    conts, rewards = complete(scripted_policy(eps, random.Random(0)), states + [slipped],
+                              [p] * 6, K)
+    mc = mc_value(rewards)
+    assert rewards.shape == (6, K) and len(conts) == 6 * K
+    for t in range(5):
+        v = (1 - eps) ** (4 - t)
+        half = 4 * math.sqrt(max(v * (1 - v), 1e-12) / K)
+        assert abs(mc[t].item() - v) <= half + 1e-9, (t, mc[t].item(), v)
+    assert mc[4].item() == 1.0  # only the answer line is left, copied exactly
+    assert mc[5].item() == 0.0
+
+
+def test_verify_scores_the_state_plus_continuation():
+    """Guards against scoring the continuation alone: the reward is of the whole response."""
+    prefix = encode(PROB.prompt + "47+38=85\n")
+    _, r = complete(lambda st, K: [encode("85-19=66\n66*3=198\nA: 198\n")] * K, [prefix],
+                    [PROB], 2)
+    assert r.tolist() == [[1.0, 1.0]]
+    assert verify(PROB, "85-19=66\n66*3=198\nA: 198\n").reward == 0.0

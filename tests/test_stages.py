@@ -1,0 +1,202 @@
+"""Smoke runs of every script with a tiny budget, resume after an interruption, and the
+one-sentence errors on bad input. A tiny model on 1-2 step problems keeps each run to seconds."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import pipeline
+import train_actor
+import train_critic
+import train_sft
+from common import friendly_errors
+
+ROOT = Path(__file__).resolve().parents[1]
+SFT = ["--steps", "40", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--eval-n", "12",
+       "--batch-size", "16", "--min-steps", "1", "--max-steps", "2", "--ood-steps", "3",
+       "--log-every", "10", "--device", "cpu", "--lr", "1e-2"]
+CRITIC = ["--problems", "12", "--n1", "4", "--n", "2", "--K", "3", "--epochs", "1",
+          "--chunk", "5", "--batch-size", "8", "--device", "cpu"]
+ACTOR = ["--eval-n", "12", "--adv-threshold", "0", "--device", "cpu", "--log-every", "2"]
+
+
+def run(main, argv, capsys=None):
+    """Call a script's main as its __main__ does (friendly errors); return (code, err)."""
+    try:
+        with friendly_errors():
+            main(argv)
+    except SystemExit as e:
+        return e.code, capsys.readouterr().err if capsys else ""
+    return 0, capsys.readouterr().err if capsys else ""
+
+
+@pytest.fixture(scope="module")
+def sft_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    record = train_sft.main(["--run-dir", str(d)] + SFT)
+    return d, record
+
+
+def test_sft_smoke(sft_dir):
+    """Guards against train_sft.py not producing a loadable checkpoint, its config, or the
+    documented results.json keys."""
+    d, record = sft_dir
+    ckpt = torch.load(d / "sft.pt", weights_only=True)
+    assert {"model", "model_config", "step", "args"} <= set(ckpt)
+    assert json.loads((d / "sft.json").read_text())["model_config"]["n_embd"] == 32
+    res = json.loads((d / "results.json").read_text())["sft"]
+    for split in ("val", "test", "ood"):
+        assert set(res[split]) >= {"greedy_acc", "sampled_acc", "n"}
+        assert 0.0 <= res[split]["greedy_acc"] <= 1.0 and res[split]["n"] == 12
+    assert record["train_tokens"] > 0
+    lines = (d / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[-1])["step"] == 40
+
+
+def test_critic_and_actor_smoke(sft_dir, tmp_path, capsys):
+    """Guards against stage A or B crashing on real rollouts, or not writing their files and
+    the documented results keys (critic_1.heldout.{bce,bce_const,brier,brier_const}, dapo_1)."""
+    d = tmp_path / "run"
+    shutil.copytree(sft_dir[0], d)
+    rec = train_critic.main(["--run-dir", str(d)] + CRITIC)
+    assert {"bce", "bce_const", "brier", "brier_const", "calibration"} <= set(rec["heldout"])
+    data = torch.load(d / "rollouts_1.pt", weights_only=True)
+    assert data["rewards"].shape[1] == 3
+    assert torch.equal(data["mc"], data["rewards"].mean(1))
+    assert not (d / "rollouts_1.parts").exists()
+    out = capsys.readouterr().out
+    assert "Brier" in out and "calibration" in out and "tokens" in out
+    rec = train_actor.main(["--run-dir", str(d)] + ACTOR)
+    assert set(rec) >= {"val", "test", "ood", "filter"}
+    assert (d / "actor_1.pt").exists()
+    res = json.loads((d / "results.json").read_text())
+    assert {"sft", "critic_1", "dapo_1"} <= set(res)
+    # a second round starts from the actor and the previous critic
+    train_critic.main(["--run-dir", str(d), "--round", "2"] + CRITIC)
+    assert "critic_2" in json.loads((d / "results.json").read_text())
+
+
+def test_resume_after_interrupted_completion_gives_same_mc(sft_dir, tmp_path, monkeypatch):
+    """Guards against resume bugs: a completion killed after two chunks, run again, must end
+    with exactly the MC values of an uninterrupted run (same seeds per chunk, no chunk lost or
+    done twice)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(sft_dir[0], a)
+    shutil.copytree(sft_dir[0], b)
+    argv = CRITIC + ["--epochs", "1"]
+    train_critic.main(["--run-dir", str(a)] + argv)
+    calls = {"n": 0}
+    real = train_critic.complete_chunk
+
+    def dying(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived during the third chunk
+        return real(*args, **kw)
+    monkeypatch.setattr(train_critic, "complete_chunk", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_critic.main(["--run-dir", str(b)] + argv)
+    parts = sorted(p.name for p in (b / "rollouts_1.parts").iterdir())
+    assert parts == ["complete_00000.pt", "complete_00001.pt", "generate.pt"]
+    assert not (b / "rollouts_1.pt").exists()
+    monkeypatch.setattr(train_critic, "complete_chunk", real)
+    train_critic.main(["--run-dir", str(b)] + argv)
+    ra = torch.load(a / "rollouts_1.pt", weights_only=True)
+    rb = torch.load(b / "rollouts_1.pt", weights_only=True)
+    assert torch.equal(ra["mc"], rb["mc"]) and torch.equal(ra["rewards"], rb["rewards"])
+    assert torch.equal(ra["continuations"]["tokens"], rb["continuations"]["tokens"])
+
+
+def test_pipeline_smoke(tmp_path, capsys):
+    """Guards against the one-command pipeline breaking between stages: from nothing to two
+    DAPO rounds and a results table."""
+    d = tmp_path / "p"
+    pipeline.main(["--run-dir", str(d), "--rounds", "2", "--device", "cpu",
+                   "--sft-args", " ".join(SFT), "--critic-args", " ".join(CRITIC),
+                   "--actor-args", " ".join(ACTOR)])
+    out = capsys.readouterr().out
+    res = json.loads((d / "results.json").read_text())
+    assert {"sft", "critic_1", "dapo_1", "critic_2", "dapo_2"} <= set(res)
+    assert "dapo_2" in out and "wall s" in out
+    # everything exists: a second invocation skips every stage
+    pipeline.main(["--run-dir", str(d), "--rounds", "2", "--device", "cpu"])
+    assert capsys.readouterr().out.count("skipped") == 5
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["--steps", "0"], "--steps must be positive"),
+    (["--batch-size", "-3"], "--batch-size must be positive"),
+    (["--n-embd", "0"], "--n-embd must be positive"),
+    (["--device", "nonsense"], "unknown device"),
+    (["--lr", "0"], "--lr must be positive"),
+])
+def test_sft_bad_input(tmp_path, capsys, argv, phrase):
+    """Guards against tracebacks or half-written files on bad flags."""
+    code, err = run(train_sft.main, ["--run-dir", str(tmp_path / "r")] + argv, capsys)
+    assert code == 2 and phrase in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r" / "sft.pt").exists()
+
+
+def test_unwritable_run_dir(tmp_path, capsys):
+    """Guards against a traceback when the run folder cannot be created."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, err = run(train_sft.main, ["--run-dir", str(blocker / "sub")] + SFT, capsys)
+    assert code == 2 and "writable --run-dir" in err
+
+
+def test_critic_bad_input(sft_dir, tmp_path, capsys):
+    """Guards against unclear failures: missing or corrupt pi_ref, nonsense K/n1/n, a corrupt
+    rollout file; each gives one sentence, and nothing is written."""
+    empty = tmp_path / "empty"
+    code, err = run(train_critic.main, ["--run-dir", str(empty)] + CRITIC, capsys)
+    assert code == 2 and "run train_sft.py first" in err
+    for argv, phrase in [(["--K", "0"], "--K must be positive"),
+                         (["--n1", "-1"], "--n1 must be positive"),
+                         (["--n", "9", "--n1", "4"], "cannot exceed")]:
+        code, err = run(train_critic.main, ["--run-dir", str(empty)] + CRITIC + argv, capsys)
+        assert code == 2 and phrase in err, err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "sft.pt").write_bytes(b"not a checkpoint")
+    code, err = run(train_critic.main, ["--run-dir", str(bad)] + CRITIC, capsys)
+    assert code == 2 and "not a readable" in err
+    assert sorted(p.name for p in bad.iterdir()) == ["sft.pt"]
+    d = tmp_path / "run"
+    shutil.copytree(sft_dir[0], d)
+    (d / "rollouts_1.pt").write_bytes(b"\x80\x02truncated")
+    code, err = run(train_critic.main, ["--run-dir", str(d)] + CRITIC, capsys)
+    assert code == 2 and "rollouts_1.pt" in err and "delete it" in err
+    assert not (d / "critic_1.pt").exists()
+
+
+def test_actor_bad_input(sft_dir, tmp_path, capsys):
+    """Guards against unclear failures in stage B: beta <= 0, missing critic, rollouts from
+    another pi_ref (an incompatible run folder)."""
+    d = tmp_path / "run"
+    shutil.copytree(sft_dir[0], d)
+    code, err = run(train_actor.main, ["--run-dir", str(d), "--beta", "0"] + ACTOR, capsys)
+    assert code == 2 and "--beta must be positive" in err
+    code, err = run(train_actor.main, ["--run-dir", str(d)] + ACTOR, capsys)
+    assert code == 2 and "rollout" in err and "train_critic.py" in err
+    train_critic.main(["--run-dir", str(d)] + CRITIC)
+    (d / "critic_1.pt").unlink()
+    code, err = run(train_actor.main, ["--run-dir", str(d)] + ACTOR, capsys)
+    assert code == 2 and "critic" in err
+    # rollouts made from another pi_ref: retrain the SFT model with another step count
+    train_sft.main(["--run-dir", str(d)] + SFT[:1] + ["30"] + SFT[2:])
+    code, err = run(train_actor.main, ["--run-dir", str(d)] + ACTOR, capsys)
+    assert code == 2 and "another pi_ref" in err
+
+
+def test_script_error_has_no_traceback(tmp_path):
+    """Guards against the __main__ path printing a traceback instead of one sentence."""
+    r = subprocess.run([sys.executable, "train_actor.py", "--run-dir", str(tmp_path),
+                        "--beta", "-1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and r.stderr.startswith("error: --beta")

@@ -1,0 +1,250 @@
+"""Stage B of Direct Advantage Policy Optimization: advantages, the DAPO loss, the actor.
+
+    python train_actor.py                    # round 1, after train_critic.py
+    python train_actor.py --round 2          # after train_critic.py --round 2
+
+Reads pi_ref (RUN_DIR/sft.pt in round 1, RUN_DIR/actor_{R-1}.pt after), RUN_DIR/rollouts_R.pt
+and RUN_DIR/critic_R.pt. For every state s of the rollouts:
+1. actions a_1..a_K: the first steps of its K continuations (PAPER.md §3.1);
+2. A(s, a_i) = V(s∘a_i) - mean_j V(s∘a_j) (eq. 13), with the verifier's reward for a finished
+   s∘a; unique actions only; states with max A - min A < --adv-threshold are dropped (App. F.1);
+3. log pi_ref(a|s), summed over the action's tokens, computed once with the frozen pi_ref;
+4. the actor (initialised from pi_ref) minimises eq. 12 with all actions of a state in the
+   same batch; then greedy accuracy on val/test/OOD goes to results.json["dapo_R"].
+Writes RUN_DIR/actor_R.pt, which is pi_ref of round R + 1 (iterative DAPO, Alg. 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import torch
+from tqdm import tqdm
+
+from common import (UserError, args_dict, friendly_errors, load_model, log_metrics, positive,
+                    prepare_run_dir, save_checkpoint, update_results)
+from dapo import advantages, dapo_loss, evaluate, first_step, is_terminal
+from data import EOT_ID, decode, encode, eval_split, parse_prompt, verify
+from model import autocast, continuation_logprob, pack_continuations, pick_device
+from model import sequence_logprobs, state_values
+from train_critic import load_rollouts, policy_hint, policy_path, task_from, unflat
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    g = p.add_argument_group("run")
+    g.add_argument("--run-dir", default="runs/default", help="folder of the earlier stages")
+    g.add_argument("--round", type=int, default=1, help="DAPO round R (1, 2, ...)")
+    g.add_argument("--seed", type=int, default=0, help="seed for batching")
+    g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps")
+    g = p.add_argument_group("DAPO (PAPER.md §3)")
+    g.add_argument("--beta", type=float, default=0.05, help="KL weight beta of eq. 12")
+    g.add_argument("--adv-threshold", type=float, default=0.1,
+                   help="drop states whose max A - min A is below this (App. F.1)")
+    g.add_argument("--lr", type=float, default=3e-5, help="actor AdamW learning rate")
+    g.add_argument("--epochs", type=int, default=2, help="passes over the kept states")
+    g.add_argument("--batch-pairs", type=int, default=128,
+                   help="(state, action) pairs per step; whole states only")
+    g = p.add_argument_group("evaluation and logging")
+    g.add_argument("--eval-n", type=int, default=500, help="problems per evaluation split")
+    g.add_argument("--log-every", type=int, default=20, help="steps between log lines")
+    args = p.parse_args(argv)
+    for name in ("round", "epochs", "batch_pairs", "eval_n", "log_every"):
+        positive(name.replace("_", "-"), getattr(args, name))
+    if args.beta <= 0:
+        raise UserError(f"--beta must be positive (it divides the advantage), got {args.beta}")
+    if args.lr <= 0 or args.adv_threshold < 0:
+        raise UserError("--lr must be positive and --adv-threshold zero or more")
+    return args
+
+
+def build_pairs(data: dict, critic, threshold: float) -> tuple[list[dict], dict]:
+    """(state, action, advantage) groups, one per kept state, and filter statistics."""
+    states, conts = unflat(data["states"]), unflat(data["continuations"])
+    K = data["rewards"].shape[1]
+    problems = [parse_prompt(p) for p in data["problems"]]
+    sp = data["state_problem"].tolist()
+    # every distinct non-terminal next state s∘a gets one critic evaluation
+    acts = [[first_step(conts[i * K + k]) for k in range(K)] for i in range(len(states))]
+    nxt, where = [], {}
+    for i, a_list in enumerate(acts):
+        for a in a_list:
+            key = (i, tuple(a))
+            if key not in where and not is_terminal(a):
+                where[key] = len(nxt)
+                nxt.append(states[i] + a)
+    v_next = state_values(critic, nxt, EOT_ID).tolist() if nxt else []
+    groups, n_terminal = [], 0
+    for i, a_list in enumerate(acts):
+        p = problems[sp[i]]
+        prompt_len = len(encode(p.prompt))
+        vals = []
+        for a in a_list:
+            if is_terminal(a):  # a finished solution: the verifier's exact reward (PAPER §6)
+                resp = states[i][prompt_len:] + [t for t in a if t != EOT_ID]
+                vals.append(verify(p, decode(resp)).reward)
+                n_terminal += 1
+            else:
+                vals.append(v_next[where[(i, tuple(a))]])
+        adv = advantages(torch.tensor(vals))  # eq. 13, mean over all K samples
+        uniq = {}
+        for a, A in zip(a_list, adv.tolist()):
+            uniq.setdefault(tuple(a), A)  # duplicates share one advantage
+        if max(uniq.values()) - min(uniq.values()) >= threshold:  # App. F.1
+            groups.append({"state": states[i], "actions": [list(a) for a in uniq],
+                           "adv": list(uniq.values())})
+    stats = {"states": len(states), "kept_states": len(groups),
+             "kept_state_frac": len(groups) / max(1, len(states)),
+             "pairs": sum(len(g["actions"]) for g in groups),
+             "terminal_action_frac": n_terminal / max(1, len(states) * K)}
+    return groups, stats
+
+
+def state_batches(groups: list[dict], batch_pairs: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle states, then cut into batches of about batch_pairs pairs; all actions of a state
+    stay in the same batch (state-wise batching, PAPER §3.6)."""
+    order = list(range(len(groups)))
+    rng.shuffle(order)
+    batches, cur, n = [], [], 0
+    for i in order:
+        if cur and n + len(groups[i]["actions"]) > batch_pairs:
+            batches.append(cur)
+            cur, n = [], 0
+        cur.append(i)
+        n += len(groups[i]["actions"])
+    return batches + ([cur] if cur else [])
+
+
+def greedy_eval(model, cfg, eval_n: int, seed: int) -> dict:
+    return {s: evaluate(model, eval_split(s, eval_n, seed, cfg), 0.0)[0]
+            for s in ("val", "test", "ood")}
+
+
+def main(argv=None):
+    args = get_args(argv)
+    device = pick_device(args.device)
+    run_dir = prepare_run_dir(args.run_dir)
+    t_start = time.time()
+    src = policy_path(run_dir, args.round)
+    ref, pckpt = load_model(src, device, "reference policy checkpoint", policy_hint(args.round),
+                            value_head=False)
+    ref.eval()
+    cfg, data_seed = task_from(pckpt), pckpt.get("args", {}).get("seed", 0)
+    data = load_rollouts(run_dir, args.round)
+    if data["meta"].get("policy") != src.name or data["meta"].get("policy_step") != \
+            pckpt.get("step"):
+        raise UserError(f"rollouts_{args.round}.pt was made with another pi_ref than {src}; "
+                        f"re-run train_critic.py --round {args.round}")
+    critic, _ = load_model(run_dir / f"critic_{args.round}.pt", device, "critic checkpoint",
+                           f"run train_critic.py --round {args.round} first", value_head=True)
+    critic.eval()
+
+    # ---- B.1-B.3: actions, advantages (eq. 13), filters, cached reference log-probs
+    groups, stats = build_pairs(data, critic, args.adv_threshold)
+    del critic
+    if not groups:
+        raise UserError("no state passed the advantage filter; lower --adv-threshold or roll "
+                        "out more problems")
+    flat_s = [g["state"] for g in groups for _ in g["actions"]]
+    flat_a = [a for g in groups for a in g["actions"]]
+    ref_logp = sequence_logprobs(ref, flat_s, flat_a, EOT_ID)  # frozen pi_ref, computed once
+    start = 0
+    for g in groups:
+        g["ref_logp"] = ref_logp[start:start + len(g["actions"])]
+        start += len(g["actions"])
+    print(f"round {args.round}: {stats['kept_states']}/{stats['states']} states kept "
+          f"({stats['kept_state_frac']:.0%}) with {stats['pairs']} (state, action) pairs; "
+          f"beta={args.beta}, lr={args.lr}")
+
+    # ---- B.4: the actor, initialised from pi_ref, trained on eq. 12
+    actor = ref  # pi_ref's weights are the start; its log-probs are already cached
+    actor.train()
+    opt = torch.optim.AdamW(actor.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0,
+                            fused=device.type == "cuda")
+    rng = random.Random(args.seed)
+    epochs = [state_batches(groups, args.batch_pairs, rng) for _ in range(args.epochs)]
+    total, step, t0 = sum(len(e) for e in epochs), 0, time.time()
+    acc = {"loss": 0.0, "agree": 0.0, "n": 0, "pos": 0.0, "npos": 0, "neg": 0.0, "nneg": 0}
+    bar = tqdm(total=total, desc="actor", unit="step", dynamic_ncols=True)
+    log = []
+    for batches in epochs:
+        for b in batches:
+            s = [groups[i]["state"] for i in b for _ in groups[i]["actions"]]
+            a = [x for i in b for x in groups[i]["actions"]]
+            adv = torch.tensor([x for i in b for x in groups[i]["adv"]], device=device)
+            ref_lp = torch.cat([groups[i]["ref_logp"] for i in b]).to(device)
+            idx, mask = pack_continuations(s, a, EOT_ID, device)
+            with autocast(device):
+                logp = continuation_logprob(actor, idx, mask)
+            loss = dapo_loss(logp.float(), ref_lp, adv, args.beta)  # eq. 12
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(actor.parameters(), 1.0)
+            opt.step()
+            with torch.no_grad():  # the authors' diagnostics
+                logratio = logp.detach().float() - ref_lp
+                nz = adv != 0
+                acc["loss"] += loss.item() * len(a)
+                acc["agree"] += float((torch.sign(logratio[nz]) == torch.sign(adv[nz])).sum())
+                acc["n"] += len(a)
+                acc["pos"] += float(logratio[adv > 0].sum())
+                acc["npos"] += int((adv > 0).sum())
+                acc["neg"] += float(logratio[adv < 0].sum())
+                acc["nneg"] += int((adv < 0).sum())
+            step += 1
+            bar.update(1)
+            if step % args.log_every == 0 or step == total:
+                rec = {"stage": f"dapo_{args.round}", "step": step,
+                       "loss": acc["loss"] / acc["n"],
+                       "sign_agree": acc["agree"] / max(1, acc["npos"] + acc["nneg"]),
+                       "logratio_pos": acc["pos"] / max(1, acc["npos"]),
+                       "logratio_neg": acc["neg"] / max(1, acc["nneg"]),
+                       "kept_state_frac": stats["kept_state_frac"]}
+                bar.write(f"actor step {step}/{total} | avg loss {rec['loss']:.3f} | sign "
+                          f"agree {rec['sign_agree']:.1%} | avg log-ratio A>0 "
+                          f"{rec['logratio_pos']:+.3f}, A<0 {rec['logratio_neg']:+.3f} | "
+                          f"kept {rec['kept_state_frac']:.0%} | {time.time() - t0:.0f} s")
+                log_metrics(run_dir, rec)
+                log.append(rec)
+                acc = dict.fromkeys(acc, 0)
+    bar.close()
+    train_time = time.time() - t0
+    actor.eval()
+    save_checkpoint(run_dir / f"actor_{args.round}.pt", actor, step=step,
+                    stage=f"dapo_{args.round}", args={**args_dict(args),
+                                                      **pckpt.get("args", {}),
+                                                      "round": args.round})
+
+    # ---- evaluation: greedy accuracy before (pi_ref) and after (the actor)
+    results_prev = f"dapo_{args.round - 1}" if args.round > 1 else "sft"
+    after = greedy_eval(actor, cfg, args.eval_n, data_seed)
+    import json
+    res_path = run_dir / "results.json"
+    prev = json.loads(res_path.read_text()).get(results_prev, {}) if res_path.exists() else {}
+    before = {s: prev[s]["greedy_acc"] for s in after if s in prev and
+              prev[s].get("n") == args.eval_n}
+    if len(before) < 3:  # not recorded with this --eval-n: measure pi_ref again
+        ref_model, _ = load_model(src, device, "reference policy checkpoint",
+                                  policy_hint(args.round), value_head=False)
+        before = {s: r["acc"] for s, r in greedy_eval(ref_model.eval(), cfg, args.eval_n,
+                                                     data_seed).items()}
+    print(f"\ngreedy accuracy, {args.eval_n} problems per split")
+    print(f"{'split':6s} {'pi_ref':>8s} {'actor':>8s} {'change':>8s}")
+    for s in ("val", "test", "ood"):
+        print(f"{s:6s} {before[s]:8.1%} {after[s]['acc']:8.1%} "
+              f"{after[s]['acc'] - before[s]:+8.1%}")
+    record = {s: {"greedy_acc": after[s]["acc"], "n": after[s]["n"],
+                  "greedy_acc_before": before[s]} for s in ("val", "test", "ood")}
+    record.update(filter=stats, train_time_s=train_time, wall_time_s=time.time() - t_start,
+                  beta=args.beta, lr=args.lr, last_log=log[-1] if log else {})
+    update_results(run_dir, f"dapo_{args.round}", record)
+    print(f"actor stage done in {time.time() - t_start:.0f} s; results.json['dapo_{args.round}']"
+          " written")
+    return record
+
+
+if __name__ == "__main__":
+    with friendly_errors():
+        main()

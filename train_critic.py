@@ -1,0 +1,416 @@
+"""Stage A of Direct Advantage Policy Optimization: rollouts, Monte Carlo targets, the critic.
+
+    python train_critic.py                   # round 1, after train_sft.py
+    python train_critic.py --round 2         # after train_actor.py --round 1
+
+1. Generate: n1 samples per training problem from pi_ref at temperature 1; keep n of them,
+   balanced between correct and incorrect; every prefix state (the bare prompt included) joins
+   the state set (PAPER.md §2.1).
+2. Complete: K continuations per state from pi_ref (each state prefilled once and fanned out
+   to its K samples); MC(s) = mean reward of the K (§2.2). Completion is saved chunk by chunk:
+   an interrupted run, started again, resumes where it stopped and gives the same MC values.
+3. Critic: the same GPT with a value head, initialised from pi_ref in round 1 and from the
+   previous critic after that, trained with soft-target BCE on (state, MC) (eq. 14-15), and
+   evaluated on the states of held-out problems.
+
+pi_ref of round R is RUN_DIR/sft.pt for R = 1 and RUN_DIR/actor_{R-1}.pt after. Writes
+RUN_DIR/rollouts_R.pt, RUN_DIR/critic_R.pt and results.json["critic_R"].
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from common import (UserError, args_dict, friendly_errors, load_model, load_torch, log_metrics,
+                    positive, prepare_run_dir, save_checkpoint, save_torch, update_results)
+from dapo import (balanced_pick, complete, critic_loss, max_solution_tokens, mc_value,
+                  prefix_states)
+from data import EOT_ID, Problem, TaskConfig, TrainProblems, decode, encode, verify
+from model import autocast, generate, pack, pick_device, state_values
+
+ROLLOUT_OFFSET = 10_000_000  # DAPO's training problems: train indices from here, per round
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    g = p.add_argument_group("run")
+    g.add_argument("--run-dir", default="runs/default", help="folder written by train_sft.py")
+    g.add_argument("--round", type=int, default=1, help="DAPO round R (1, 2, ...)")
+    g.add_argument("--seed", type=int, default=0, help="seed for rollouts and critic training")
+    g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps")
+    g = p.add_argument_group("rollouts (PAPER.md §2)")
+    g.add_argument("--problems", type=int, default=256, help="training problems to roll out")
+    g.add_argument("--n1", type=int, default=8, help="samples per problem (paper: 32)")
+    g.add_argument("--n", type=int, default=4, help="samples kept per problem (paper: 6)")
+    g.add_argument("--K", type=int, default=8, help="continuations per state (paper: 16)")
+    g.add_argument("--sample-batch", type=int, default=512, help="rows per sampling batch")
+    g.add_argument("--chunk", type=int, default=256, help="states per saved completion chunk")
+    g = p.add_argument_group("critic")
+    g.add_argument("--heldout-frac", type=float, default=0.1,
+                   help="fraction of problems whose states are held out for evaluation")
+    g.add_argument("--epochs", type=int, default=4, help="passes over the training states")
+    g.add_argument("--batch-size", type=int, default=64, help="states per step")
+    g.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
+    g.add_argument("--log-every", type=int, default=50, help="steps between log lines")
+    args = p.parse_args(argv)
+    for name in ("round", "problems", "n1", "n", "K", "sample_batch", "chunk", "epochs",
+                 "batch_size", "log_every"):
+        positive(name.replace("_", "-"), getattr(args, name))
+    if args.n > args.n1:
+        raise UserError(f"--n ({args.n}) cannot exceed --n1 ({args.n1}): keep at most what "
+                        "you sample")
+    if not 0 < args.heldout_frac < 1 or args.lr <= 0:
+        raise UserError("--heldout-frac must be in (0, 1) and --lr positive")
+    return args
+
+
+def policy_path(run_dir: Path, rnd: int) -> Path:
+    """pi_ref of round rnd: the SFT model, then each round's actor."""
+    return run_dir / ("sft.pt" if rnd == 1 else f"actor_{rnd - 1}.pt")
+
+
+def policy_hint(rnd: int) -> str:
+    return ("run train_sft.py first" if rnd == 1 else
+            f"run train_actor.py --round {rnd - 1} first")
+
+
+def task_from(ckpt: dict) -> TaskConfig:
+    """The task the SFT run was trained on (stored in every policy checkpoint's args)."""
+    a, d = ckpt.get("args", {}), TaskConfig()
+    return TaskConfig(min_steps=a.get("min_steps") or d.min_steps,
+                      max_steps=a.get("max_steps") or d.max_steps,
+                      ood_steps=a.get("ood_steps") or d.ood_steps)
+
+
+# ----------------------------------------------------------------------------- rollouts
+
+
+def flat(seqs: list[list[int]]) -> dict:
+    """Token lists as one flat int32 tensor + offsets (compact, and weights_only-loadable)."""
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    tokens = torch.tensor([t for s in seqs for t in s], dtype=torch.int32)
+    return {"tokens": tokens, "offsets": torch.cat([torch.zeros(1, dtype=torch.long),
+                                                    lengths.cumsum(0)])}
+
+
+def unflat(d: dict) -> list[list[int]]:
+    tok, off = d["tokens"].tolist(), d["offsets"].tolist()
+    return [tok[off[i]:off[i + 1]] for i in range(len(off) - 1)]
+
+
+def generate_states(model, problems: list[Problem], args, device) -> dict:
+    """A.1: n1 samples per problem, n kept (balanced), and their prefix states (deduplicated)."""
+    gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + args.round)
+    prompts = [encode(p.prompt) for p in problems]
+    samples = []
+    bar = tqdm(total=len(problems), desc="generate", unit="problem", dynamic_ncols=True)
+    for i in range(0, len(problems), 64):
+        samples += generate(model, prompts[i:i + 64], max_solution_tokens(problems), 1.0,
+                            args.n1, gen, stop_id=EOT_ID, pad_id=EOT_ID,
+                            batch_size=args.sample_batch)
+        bar.update(len(prompts[i:i + 64]))
+    bar.close()
+    rng = random.Random(args.seed * 1000 + args.round)
+    states, state_problem, index = [], [], {}
+    responses, resp_states, resp_line_ok, resp_reward = [], [], [], []
+    gen_rewards = []
+    for pi, p in enumerate(problems):
+        outs = samples[pi * args.n1:(pi + 1) * args.n1]
+        verdicts = [verify(p, decode(o)) for o in outs]
+        gen_rewards += [v.reward for v in verdicts]
+        for k in balanced_pick([v.reward for v in verdicts], args.n, rng):
+            ids = []
+            for s in prefix_states(prompts[pi], outs[k]):
+                key = tuple(s)
+                if key not in index:
+                    index[key] = len(states)
+                    states.append(s)
+                    state_problem.append(pi)
+                ids.append(index[key])
+            responses.append(outs[k])
+            resp_states.append(ids)
+            resp_line_ok.append([int(x) for x in verdicts[k].line_ok])
+            resp_reward.append(verdicts[k].reward)
+    return {"states": flat(states), "state_problem": torch.tensor(state_problem),
+            "responses": flat(responses), "resp_states": flat(resp_states),
+            "resp_line_ok": flat(resp_line_ok), "resp_reward": torch.tensor(resp_reward),
+            "gen_accuracy": sum(gen_rewards) / len(gen_rewards),
+            "generated_tokens": sum(len(o) for o in samples)}
+
+
+def complete_chunk(model, states, problems, state_problem, args, device, chunk_id) -> dict:
+    """A.2 for one chunk of states: K continuations each, their rewards. The generator is seeded
+    by (seed, round, chunk), so a chunk gives the same result whenever it is computed."""
+    gen = torch.Generator(device=device).manual_seed(
+        (args.seed * 1000 + args.round) * 100_003 + chunk_id)
+    probs = [problems[i] for i in state_problem]
+    budget = max_solution_tokens(probs)
+
+    def sample(states, K):  # pi_ref at temperature 1; a stop is kept as part of the action
+        outs = generate(model, states, budget, 1.0, K, gen, stop_id=EOT_ID, pad_id=EOT_ID,
+                        batch_size=args.sample_batch)
+        return [o + [EOT_ID] if len(o) < budget and len(states[j // K]) + len(o) <
+                model.config.block_size else o for j, o in enumerate(outs)]
+    conts, rewards = complete(sample, states, probs, args.K)
+    return {"continuations": flat(conts), "rewards": rewards}
+
+
+def rollouts(model, problems, args, run_dir: Path, device, meta: dict) -> dict:
+    """Generate + complete, resumable: parts are saved in RUN_DIR/rollouts_R.parts/ as they are
+    finished, and assembled into RUN_DIR/rollouts_R.pt at the end."""
+    final = run_dir / f"rollouts_{args.round}.pt"
+    parts = run_dir / f"rollouts_{args.round}.parts"
+    hint = f"delete {parts} and run train_critic.py --round {args.round} again"
+    parts.mkdir(exist_ok=True)
+    gen_file = parts / "generate.pt"
+    if gen_file.exists():
+        data = load_torch(gen_file, "rollout part", hint)
+        if data.get("meta") != meta:
+            raise UserError(f"{parts} was made with other settings; {hint}, or use the same "
+                            "flags as before")
+        print(f"resuming: {len(data['states']['offsets']) - 1} states loaded from {gen_file}")
+    else:
+        data = generate_states(model, problems, args, device)
+        data["meta"] = meta
+        save_torch(gen_file, data)
+    states = unflat(data["states"])
+    state_problem = data["state_problem"].tolist()
+    print(f"generated {data['generated_tokens']:,} tokens; sampled accuracy "
+          f"{data['gen_accuracy']:.1%}; {len(states)} states from "
+          f"{len(data['resp_reward'])} kept responses")
+    n_chunks = math.ceil(len(states) / args.chunk)
+    chunks, t0, new_tokens = [], time.time(), 0
+    bar = tqdm(range(n_chunks), desc="complete", unit="chunk", dynamic_ncols=True)
+    for c in bar:
+        f = parts / f"complete_{c:05d}.pt"
+        if f.exists():
+            part = load_torch(f, "rollout part", hint)
+        else:
+            sl = slice(c * args.chunk, (c + 1) * args.chunk)
+            part = complete_chunk(model, states[sl], problems, state_problem[sl], args, device,
+                                  c)
+            save_torch(f, part)
+            new_tokens += len(part["continuations"]["tokens"])
+            bar.set_postfix(tok_s=f"{new_tokens / (time.time() - t0):,.0f}")
+        chunks.append(part)
+    conts = [c for part in chunks for c in unflat(part["continuations"])]
+    rewards = torch.cat([part["rewards"] for part in chunks])
+    data.update(continuations=flat(conts), rewards=rewards, mc=mc_value(rewards),
+                completion_tokens=sum(len(c) for c in conts),
+                problems=[p.prompt for p in problems])
+    save_torch(final, data)
+    shutil.rmtree(parts)
+    dt = time.time() - t0
+    print(f"completion: {len(conts):,} continuations, {data['completion_tokens']:,} tokens "
+          f"({new_tokens / max(dt, 1e-9):,.0f} tok/s this run); mean MC {data['mc'].mean():.3f}")
+    return data
+
+
+def load_rollouts(run_dir: Path, rnd: int, meta: dict | None = None) -> dict:
+    path = run_dir / f"rollouts_{rnd}.pt"
+    hint = f"run train_critic.py --round {rnd}"
+    data = load_torch(path, "rollout file", f"delete it if it exists and {hint}")
+    need = ("states", "state_problem", "continuations", "rewards", "mc", "problems", "meta")
+    if any(k not in data for k in need) or len(data["mc"]) != len(data["states"]["offsets"]) - 1:
+        raise UserError(f"{path} is truncated or corrupt; delete it and {hint}")
+    if meta is not None and data["meta"] != meta:
+        raise UserError(f"{path} was made with other settings ({data['meta']}); delete it or "
+                        "pass the same flags")
+    return data
+
+
+# ----------------------------------------------------------------------------- critic
+
+
+def critic_batches(n: int, batch_size: int, gen: torch.Generator):
+    perm = torch.randperm(n, generator=gen).tolist()
+    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def critic_logits(critic, states: list[list[int]], device) -> torch.Tensor:
+    """Value logits at the last token of each state (B,), right-padded batch."""
+    idx, lengths = pack(states, EOT_ID, device)
+    with autocast(device):
+        logits = critic.value_logits(idx)  # (B, T)
+    return logits[torch.arange(len(states), device=device), lengths - 1]
+
+
+def calibration(v: torch.Tensor, mc: torch.Tensor, bins: int = 10) -> list[dict]:
+    """Held-out states binned by predicted V: mean prediction vs mean MC target per bin."""
+    out = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        m = (v >= lo) & ((v < hi) if b < bins - 1 else (v <= hi))
+        if m.any():
+            out.append({"bin": f"{lo:.1f}-{hi:.1f}", "n": int(m.sum()),
+                        "mean_v": float(v[m].mean()), "mean_mc": float(mc[m].mean())})
+    return out
+
+
+def first_error_signal(data: dict, values: torch.Tensor, heldout: torch.Tensor) -> dict:
+    """How V changes across the first wrong step of held-out kept responses, against how it
+    changes across correct steps: the drop DAPO's advantages are made of."""
+    resp_states, line_ok = unflat(data["resp_states"]), unflat(data["resp_line_ok"])
+    wrong, right = [], []
+    for ids, ok in zip(resp_states, line_ok):
+        if not ids or not heldout[ids[0]]:
+            continue
+        first = next((i for i, g in enumerate(ok) if not g), None)
+        for t in range(len(ids) - 1):  # the step taken in state ids[t] leads to ids[t + 1]
+            before, after = float(values[ids[t]]), float(values[ids[t + 1]])
+            if first is not None and t == first:
+                wrong.append((before, after))
+            elif first is None or t < first:
+                right.append((before, after))
+
+    def mean(xs, i):
+        return sum(x[i] for x in xs) / max(1, len(xs))
+    return {"n_first_wrong": len(wrong), "v_before_first_wrong": mean(wrong, 0),
+            "v_after_first_wrong": mean(wrong, 1), "n_correct_steps": len(right),
+            "v_before_correct": mean(right, 0), "v_after_correct": mean(right, 1)}
+
+
+def main(argv=None):
+    args = get_args(argv)
+    device = pick_device(args.device)
+    run_dir = prepare_run_dir(args.run_dir)
+    t_start = time.time()
+    src = policy_path(run_dir, args.round)
+    policy, pckpt = load_model(src, device, "reference policy checkpoint",
+                               policy_hint(args.round), value_head=False)
+    policy.eval()
+    cfg = task_from(pckpt)
+    train = TrainProblems(pckpt.get("args", {}).get("seed", 0), cfg)
+    problems = train.take(ROLLOUT_OFFSET + (args.round - 1) * args.problems, args.problems)
+    meta = {"round": args.round, "seed": args.seed, "problems": args.problems, "n1": args.n1,
+            "n": args.n, "K": args.K, "chunk": args.chunk, "policy": src.name,
+            "policy_step": pckpt.get("step")}
+    print(f"round {args.round}: pi_ref = {src}; {args.problems} problems, n1={args.n1}, "
+          f"n={args.n}, K={args.K}")
+    final = run_dir / f"rollouts_{args.round}.pt"
+    if final.exists():
+        data = load_rollouts(run_dir, args.round, meta)
+        print(f"reusing {final}: {len(data['mc'])} states (delete it to regenerate)")
+    else:
+        data = rollouts(policy, problems, args, run_dir, device, meta)
+    t_rollout = time.time() - t_start
+    del policy
+
+    # ---- the critic: same GPT, value head; round 1 from pi_ref, later from the last critic
+    if args.round == 1:
+        critic, _ = load_model(src, device, "reference policy checkpoint",
+                               policy_hint(1), value_head=True)
+    else:
+        critic, _ = load_model(run_dir / f"critic_{args.round - 1}.pt", device,
+                               "critic checkpoint",
+                               f"run train_critic.py --round {args.round - 1} first",
+                               value_head=True)
+    states, mc = unflat(data["states"]), data["mc"]
+    n_prob = args.problems
+    held_prob = set(random.Random(args.seed).sample(range(n_prob),
+                                                    max(1, int(n_prob * args.heldout_frac))))
+    heldout = torch.tensor([p in held_prob for p in data["state_problem"].tolist()])
+    tr_idx = (~heldout).nonzero().squeeze(1).tolist()
+    ho_idx = heldout.nonzero().squeeze(1).tolist()
+    const = float(mc[tr_idx].mean())  # the constant predictor: mean MC of training states
+    const = min(max(const, 1e-4), 1 - 1e-4)  # finite log-odds even if every MC is 0 or 1
+    if args.round == 1:  # start the head at the constant predictor's log-odds
+        with torch.no_grad():
+            critic.value_head.bias.fill_(math.log(const / (1 - const)))
+    opt = torch.optim.AdamW(critic.parameters(), lr=args.lr, betas=(0.9, 0.95),
+                            weight_decay=0.0, fused=device.type == "cuda")
+    gen = torch.Generator().manual_seed(args.seed)
+    critic.train()
+    steps_per_epoch = math.ceil(len(tr_idx) / args.batch_size)
+    total, step, t0 = steps_per_epoch * args.epochs, 0, time.time()
+    bar = tqdm(total=total, desc="critic", unit="step", dynamic_ncols=True)
+    loss_sum = 0.0
+    for epoch in range(args.epochs):
+        for b in critic_batches(len(tr_idx), args.batch_size, gen):
+            ids = [tr_idx[i] for i in b]
+            for g in opt.param_groups:  # cosine decay over all steps
+                g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            loss = critic_loss(critic_logits(critic, [states[i] for i in ids], device),
+                               mc[ids].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
+            opt.step()
+            loss_sum += loss.item()
+            step += 1
+            bar.update(1)
+            if step % args.log_every == 0 or step == total:
+                n = (step - 1) % args.log_every + 1
+                bar.write(f"critic step {step}/{total} | epoch {epoch + 1} | avg bce "
+                          f"{loss_sum / n:.4f} | {time.time() - t0:.0f} s")
+                log_metrics(run_dir, {"stage": f"critic_{args.round}", "step": step,
+                                      "bce": loss_sum / n})
+                loss_sum = 0.0
+    bar.close()
+    critic.eval()
+    save_checkpoint(run_dir / f"critic_{args.round}.pt", critic, step=step,
+                    stage=f"critic_{args.round}", args=args_dict(args))
+
+    # ---- held-out report
+    v_all = state_values(critic, states, EOT_ID)
+    v_ho, mc_ho = v_all[ho_idx], mc[ho_idx]
+    eps = 1e-6
+    bce = float(critic_loss(torch.logit(v_ho.clamp(eps, 1 - eps)), mc_ho))
+    bce_c = float(critic_loss(torch.full_like(mc_ho, math.log(const / (1 - const))), mc_ho))
+    brier, brier_c = float(((v_ho - mc_ho) ** 2).mean()), float(((const - mc_ho) ** 2).mean())
+    cal = calibration(v_ho, mc_ho)
+    sig = first_error_signal(data, v_all, heldout)
+    print(f"\ncritic on {len(ho_idx)} held-out states ({len(held_prob)} held-out problems):")
+    print(f"  BCE   {bce:.4f}  (constant predictor {bce_c:.4f})")
+    print(f"  Brier {brier:.4f}  (constant predictor {brier_c:.4f}; ratio "
+          f"{brier / max(brier_c, 1e-12):.2f})")
+    print("  calibration:  bin       n   mean V  mean MC")
+    for r in cal:
+        print(f"               {r['bin']}  {r['n']:4d}   {r['mean_v']:.3f}   {r['mean_mc']:.3f}")
+    print(f"  across the first wrong step ({sig['n_first_wrong']} held-out responses): V "
+          f"{sig['v_before_first_wrong']:.3f} -> {sig['v_after_first_wrong']:.3f}; across "
+          f"correct steps: {sig['v_before_correct']:.3f} -> {sig['v_after_correct']:.3f}")
+    plot_calibration(cal, run_dir / f"critic_{args.round}_calibration.png")
+    wall = time.time() - t_start
+    record = {"heldout": {"bce": bce, "bce_const": bce_c, "brier": brier,
+                          "brier_const": brier_c, "n_states": len(ho_idx),
+                          "calibration": cal, **sig},
+              "states": len(states), "train_states": len(tr_idx), "mean_mc": float(mc.mean()),
+              "gen_accuracy": data["gen_accuracy"],
+              "generated_tokens": data["generated_tokens"] + data["completion_tokens"],
+              "rollout_time_s": t_rollout, "wall_time_s": wall}
+    update_results(run_dir, f"critic_{args.round}", record)
+    print(f"critic stage done in {wall:.0f} s; results.json['critic_{args.round}'] written")
+    return record
+
+
+def plot_calibration(cal: list[dict], path: Path) -> None:
+    """A reliability plot, when matplotlib is installed (it is optional)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
+    ax.plot([r["mean_v"] for r in cal], [r["mean_mc"] for r in cal], "o-", label="critic")
+    ax.set_xlabel("predicted V(s)")
+    ax.set_ylabel("mean MC target")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    with friendly_errors():
+        main()
