@@ -123,7 +123,7 @@ def load_model(path: Path, device, what: str, hint: str, value_head: bool | None
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if not k.startswith("value_head")]:
             raise KeyError(f"{len(missing)} missing, {len(unexpected)} unexpected weights")
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+    except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as e:
         raise UserError(f"{path} does not hold a compatible model ({e}); "
                         f"delete it and {hint.split('; ')[-1]}") from None
     return model.to(device), ckpt

@@ -23,6 +23,7 @@ tests, the truth of every line. It never raises, whatever text it is given.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from dataclasses import dataclass, field
@@ -146,51 +147,49 @@ def make_problem(rng: random.Random, n_steps: int, cfg: TaskConfig) -> Problem:
 
 
 SPLITS = ("train", "val", "test", "ood")
+# Disjointness by construction: every question hashes to one of 10 buckets, and a split only
+# accepts questions of its own buckets. So no problem can be in two splits, whatever n, seed
+# or order, and the first n items of a split never depend on how many are taken.
+BUCKETS = {"val": (0,), "test": (1,), "ood": (2,), "train": (3, 4, 5, 6, 7, 8, 9)}
+MAX_REDRAWS = 1000
 
 
-def _item(split: str, seed: int, index: int, cfg: TaskConfig, attempt: int = 0) -> Problem:
-    rng = random.Random(f"{split}:{seed}:{index}:{attempt}")  # str seeds hash with SHA-512
-    if split == "ood":
-        n = cfg.ood_steps
-    else:
-        n = rng.randint(cfg.min_steps, cfg.max_steps)
-    return make_problem(rng, n, cfg)
+def bucket(prompt: str) -> int:
+    """A question's bucket in 0..9: a stable hash (SHA-256), the same on every machine."""
+    return hashlib.sha256(prompt.encode()).digest()[0] % 10
+
+
+def problem(split: str, seed: int, index: int, cfg: TaskConfig = TaskConfig()) -> Problem:
+    """Item `index` of a split: drawn from its own seed (split, seed, index, attempt), redrawn
+    until the question falls in the split's hash buckets."""
+    if split not in BUCKETS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    for attempt in range(MAX_REDRAWS):
+        rng = random.Random(f"{split}:{seed}:{index}:{attempt}")  # str seeds hash with SHA-512
+        n = cfg.ood_steps if split == "ood" else rng.randint(cfg.min_steps, cfg.max_steps)
+        p = make_problem(rng, n, cfg)
+        if bucket(p.prompt) in BUCKETS[split]:
+            return p
+    raise ValueError(f"could not draw a {split} problem in {MAX_REDRAWS} tries; the task "
+                     "knobs allow too few distinct problems, make the task larger")
 
 
 def eval_split(split: str, n: int, seed: int = 0, cfg: TaskConfig = TaskConfig()) -> list[Problem]:
-    """The first n problems of an evaluation split ("val", "test" or "ood"); val and test never
-    share a problem (later duplicates are redrawn)."""
+    """The first n problems of an evaluation split ("val", "test" or "ood")."""
     if split not in ("val", "test", "ood"):
         raise ValueError(f"unknown split {split!r}; use val, test or ood")
-    taken = set() if split != "test" else {p.prompt for p in eval_split("val", n, seed, cfg)}
-    out = []
-    for i in range(n):
-        attempt = 0
-        p = _item(split, seed, i, cfg)
-        while p.prompt in taken:
-            attempt += 1
-            p = _item(split, seed, i, cfg, attempt)
-        taken.add(p.prompt)
-        out.append(p)
-    return out
+    return [problem(split, seed, i, cfg) for i in range(n)]
 
 
 class TrainProblems:
-    """The training split as an indexable stream: item i is drawn from seed (train, seed, i) and
-    redrawn if it collides with any held-out problem, so train is disjoint from val/test/ood."""
+    """The training split as an indexable stream: item i comes from seed (train, seed, i); its
+    hash bucket keeps it disjoint from val, test and ood."""
 
-    def __init__(self, seed: int = 0, cfg: TaskConfig = TaskConfig(), n_heldout: int = 2000):
+    def __init__(self, seed: int = 0, cfg: TaskConfig = TaskConfig()):
         self.seed, self.cfg = seed, cfg
-        self.heldout = {p.prompt for s in ("val", "test", "ood")
-                        for p in eval_split(s, n_heldout, seed, cfg)}
 
     def __getitem__(self, i: int) -> Problem:
-        attempt = 0
-        p = _item("train", self.seed, i, self.cfg)
-        while p.prompt in self.heldout:
-            attempt += 1
-            p = _item("train", self.seed, i, self.cfg, attempt)
-        return p
+        return problem("train", self.seed, i, self.cfg)
 
     def take(self, start: int, n: int) -> list[Problem]:
         return [self[i] for i in range(start, start + n)]
@@ -198,9 +197,9 @@ class TrainProblems:
 
 # ----------------------------------------------------------------------------- verifier
 
-_STEP = re.compile(r"(\d{1,6})([+\-*])(\d{1,6})=(-?\d{1,9})")
-_ANSWER = re.compile(r"A: (-?\d{1,9})")
-_QUESTION = re.compile(r"Q: (\d{1,6})((?:[+\-*]\d{1,6}){1,32})\n?")
+_STEP = re.compile(r"(-?[0-9]{1,9})([+\-*])([0-9]{1,6})=(-?[0-9]{1,9})")
+_ANSWER = re.compile(r"A: (-?[0-9]{1,9})")
+_QUESTION = re.compile(r"Q: ([0-9]{1,6})((?:[+\-*][0-9]{1,6}){1,32})\n?")
 
 
 @dataclass
@@ -224,7 +223,8 @@ def split_lines(response: str) -> list[str]:
 def verify(problem: Problem, response: str) -> Verdict:
     """Score a response to `problem`. Never raises.
 
-    reward: 1.0 iff the response's last line is "A: <the true answer>" and nothing follows it.
+    reward: 1.0 iff the response has exactly one line per operation, then the line
+    "A: <the true answer>", and nothing after it.
     line_ok[i], the per-step truth, checks line i *locally*: step line i must read
     "a<op>b=c" with a the previous line's written result (the start value for i = 0), op and b
     the problem's i-th operation, and c = a op b computed exactly; the answer line must copy the
@@ -265,7 +265,7 @@ def parse_prompt(prompt: str) -> Problem | None:
     m = _QUESTION.fullmatch(prompt)
     if not m:
         return None
-    ops = tuple((op, int(y)) for op, y in re.findall(r"([+\-*])(\d+)", m[2]))
+    ops = tuple((op, int(y)) for op, y in re.findall(r"([+\-*])([0-9]+)", m[2]))
     return Problem(int(m[1]), ops)
 
 

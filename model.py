@@ -170,9 +170,11 @@ class GPT(nn.Module):
         attention mask (B, 1, T, keys), True = may attend; None means plain causal attention.
         """
         B, T = idx.shape
+        t0 = cache.len if cache is not None else 0
         if pos is None:
-            t0 = cache.len if cache is not None else 0
             pos = torch.arange(t0, t0 + T, device=idx.device).expand(B, T)
+        if mask is None and t0 > 0:  # causal over the cached keys too (SDPA's is_causal is not)
+            mask = torch.ones(T, t0 + T, dtype=torch.bool, device=idx.device).tril(t0)
         cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # (B, 1, T, hs/2)
         x = self.wte(idx)  # (B, T, C)
         for layer, block in enumerate(self.blocks):
