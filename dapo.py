@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from data import EOT_ID, NL_ID, Problem, Verdict, decode, encode, verify
+from data import EOT_ID, NL_ID, Problem, Verdict, decode, encode, split_lines, verify
 from model import GPT, generate
 
 # ----------------------------------------------------------------------------- evaluation
@@ -59,17 +59,13 @@ def evaluate(model: GPT, problems: list[Problem], temperature: float = 0.0,
 
 
 def show_failure(problem: Problem, response: str, verdict: Verdict) -> str:
-    """A wrong solution written out line by line, the wrong lines marked with the truth."""
+    """A wrong solution written out line by line; each wrong line is marked with what it should
+    have said, given the lines before it (the verifier's per-step truth)."""
     out = [problem.prompt.rstrip("\n")]
-    truth = problem.solution.splitlines()
-    lines = response.split("\n")
-    for i, line in enumerate(lines):
-        if i == len(lines) - 1 and line == "":
-            break
-        ok = verdict.line_ok[i] if i < len(verdict.line_ok) else False
-        mark = "   ok" if ok else f"   <-- wrong (the correct line {i + 1} would be "\
-            f"{truth[i] if i < len(truth) else 'nothing'!r})"
-        out.append(f"  {line}{mark}")
+    for i, line in enumerate(split_lines(response)):
+        ok = i < len(verdict.line_ok) and verdict.line_ok[i]
+        want = verdict.expected[i] if i < len(verdict.expected) else ""
+        out.append((f"  {line:14s}" + ("" if ok else f"  <-- wrong, should be {want!r}")).rstrip())
     return "\n".join(out)
 
 

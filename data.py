@@ -72,9 +72,9 @@ VOCAB_SIZE = EOT_ID + 1
 class TaskConfig:
     """Difficulty knobs. The defaults put a ~1M-parameter GPT at the edge of competence."""
 
-    min_steps: int = 4  # fewest operations in a chain (in-distribution splits)
-    max_steps: int = 6  # most operations in a chain (in-distribution splits)
-    ood_steps: int = 7  # operations in the out-of-distribution split (longer chains)
+    min_steps: int = 3  # fewest operations in a chain (in-distribution splits)
+    max_steps: int = 5  # most operations in a chain (in-distribution splits)
+    ood_steps: int = 6  # operations in the out-of-distribution split (longer chains)
     max_value: int = 999  # every intermediate value stays in [0, max_value]
     add_max: int = 99  # "+" and "-" operands are drawn from [2, add_max]
     mul_max: int = 9  # "*" operands are drawn from [2, mul_max]
@@ -208,6 +208,7 @@ class Verdict:
     line_ok: list[bool] = field(default_factory=list)  # per line of the response, see verify()
     first_error: int | None = None  # index of the first line that is not ok, None if all are
     answer: int | None = None  # the answer the response gave, if it gave one
+    expected: list[str] = field(default_factory=list)  # the locally correct text of each line
 
     @property
     def n_wrong(self) -> int:
@@ -233,11 +234,14 @@ def verify(problem: Problem, response: str) -> Verdict:
     try:
         lines = split_lines(response)
         ok: list[bool] = []
+        expected: list[str] = []
         prev, answer = problem.start, None
         n = len(problem.ops)
-        for i, line in enumerate(lines):
+        for i, line in enumerate(lines + [""] * max(0, n + 1 - len(lines))):
             if i < n:
-                m = _STEP.fullmatch(line)
+                op, y = problem.ops[i]
+                expected.append(f"{prev}{op}{y}={OPS[op](prev, y)}")
+                m = _STEP.fullmatch(line) if i < len(lines) else None
                 good = False
                 if m:
                     a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
@@ -245,17 +249,18 @@ def verify(problem: Problem, response: str) -> Verdict:
                     prev = c
                 ok.append(good)
             elif i == n:
-                m = _ANSWER.fullmatch(line)
+                expected.append(f"A: {prev}")
+                m = _ANSWER.fullmatch(line) if i < len(lines) else None
                 if m:
                     answer = int(m[1])
                 ok.append(bool(m) and answer == prev)
             else:
-                ok.append(False)  # anything after the answer line is wrong
-        while len(ok) < n + 1:  # missing lines count as errors at the point they were due
-            ok.append(False)
+                expected.append("")  # nothing may follow the answer line
+                ok.append(False)
+        # (missing lines were padded with "" above: they count as errors where they were due)
         reward = float(len(lines) == n + 1 and answer is not None and answer == problem.answer)
         first = next((i for i, g in enumerate(ok) if not g), None)
-        return Verdict(reward, ok, first, answer)
+        return Verdict(reward, ok, first, answer, expected)
     except Exception:  # pragma: no cover - defensive: garbage must never crash a rollout
         return Verdict(0.0, [False], 0, None)
 

@@ -69,12 +69,23 @@ def autocast(device: torch.device):
 # ----------------------------------------------------------------------------- the network
 
 
-def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels by position-dependent angles. x (B, nh, T, hs); cos, sin
-    (B, 1, T, hs/2)."""
-    x1, x2 = x[..., ::2], x[..., 1::2]
-    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    return out.flatten(-2).type_as(x)
+def rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding: rotate channel pairs (x[2i], x[2i+1]) by position-dependent
+    angles, done as one complex multiply. x (B, nh, T, hs); freqs (B, 1, T, hs/2) complex,
+    e^{i * pos * theta_i}."""
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, nh, T, hs/2)
+    return torch.view_as_real(xc * freqs).flatten(-2).type_as(x)
+
+
+def attention(q, k, v, mask):
+    """softmax(q k^T / sqrt(hs) + mask) v. One query row per sequence (decoding) on the CPU
+    takes the plain matmul path, which beats the fused kernel built for long queries; everything
+    else goes to scaled_dot_product_attention (flash / memory-efficient kernels on CUDA)."""
+    if q.size(2) == 1 and mask is not None and not q.is_cuda:
+        att = (q @ k.transpose(-2, -1)) * q.size(-1) ** -0.5  # (B, nh, 1, keys)
+        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        return att @ v  # (B, nh, 1, hs)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
 
 
 class KVCache:
@@ -85,8 +96,8 @@ class KVCache:
 
     def __init__(self, cfg: GPTConfig, batch: int, max_len: int, device, dtype):
         shape = (cfg.n_layer, batch, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k = torch.empty(shape, device=device, dtype=dtype)  # only filled columns are read
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.key_valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         self.len = 0  # number of filled columns
 
@@ -99,6 +110,8 @@ class KVCache:
     def fan_out(self, n: int) -> None:
         """Repeat every row n times (row i becomes rows i*n .. i*n+n-1): the prefix's keys and
         values are computed once and shared by its n samples."""
+        if n == 1:
+            return
         self.k = self.k.repeat_interleave(n, dim=1)
         self.v = self.v.repeat_interleave(n, dim=1)
         self.key_valid = self.key_valid.repeat_interleave(n, dim=0)
@@ -115,16 +128,16 @@ class Block(nn.Module):
         self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False)
         self.fc_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)
 
-    def forward(self, x, cos, sin, mask, cache, layer):
+    def forward(self, x, freqs, mask, cache, layer):
         B, T, C = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        q, k = rotary(q, cos, sin), rotary(k, cos, sin)
+        q, k = rotary(q, freqs), rotary(k, freqs)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, t0 + T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        y = attention(q, k, v, mask)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         x = x + self.proj(y)
         return x + self.fc_proj(F.gelu(self.fc(self.ln2(x))))
@@ -143,8 +156,8 @@ class GPT(nn.Module):
         hs = cfg.n_embd // cfg.n_head
         inv_freq = 1.0 / (10000 ** (torch.arange(0, hs, 2).float() / hs))
         angles = torch.outer(torch.arange(cfg.block_size).float(), inv_freq)  # (block, hs/2)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("freqs", torch.polar(torch.ones_like(angles), angles),
+                             persistent=False)  # (block, hs/2) complex
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections
             if name.endswith("proj.weight"):
@@ -175,10 +188,10 @@ class GPT(nn.Module):
             pos = torch.arange(t0, t0 + T, device=idx.device).expand(B, T)
         if mask is None and t0 > 0:  # causal over the cached keys too (SDPA's is_causal is not)
             mask = torch.ones(T, t0 + T, dtype=torch.bool, device=idx.device).tril(t0)
-        cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # (B, 1, T, hs/2)
+        freqs = self.freqs[pos].unsqueeze(1)  # (B, 1, T, hs/2)
         x = self.wte(idx)  # (B, T, C)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, mask, cache, layer)
+            x = block(x, freqs, mask, cache, layer)
         if cache is not None:
             cache.len += T
         return self.ln_f(x)
@@ -280,11 +293,14 @@ def state_values(model: GPT, states: list[list[int]], pad_id: int,
 
 
 def _sample(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
-    """Next tokens (B,) from last-position logits (B, V): argmax if temperature == 0."""
+    """Next tokens (B,) from last-position logits (B, V): argmax if temperature == 0, else one
+    draw from softmax(logits / temperature) by inverse CDF (one uniform number per row, where
+    torch.multinomial draws one per vocabulary entry)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(dim=-1)  # (B, V)
+    u = torch.rand(cdf.size(0), 1, device=cdf.device, generator=generator) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.size(1) - 1)
 
 
 def _prompt_mask(lengths: torch.Tensor, T: int, total: int) -> tuple:

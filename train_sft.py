@@ -48,17 +48,19 @@ def get_args(argv=None):
     g.add_argument("--n-embd", type=int, default=None, help="residual width (default 128)")
     g.add_argument("--n-head", type=int, default=None, help="attention heads (default 4)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, default=None, help="optimizer steps (default 2400)")
+    g.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1200)")
     g.add_argument("--batch-size", type=int, default=None, help="problems per step (default 64)")
     g.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (3e-3)")
     g.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    g.add_argument("--decay-frac", type=float, default=0.25,
+                   help="fraction of the steps spent decaying the learning rate")
     g.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
     g = p.add_argument_group("evaluation and logging")
     g.add_argument("--eval-n", type=int, default=500, help="problems per evaluation split")
     g.add_argument("--show-failures", type=int, default=3, help="wrong solutions to print")
     g.add_argument("--log-every", type=int, default=100, help="steps between log lines")
     args = p.parse_args(argv)
-    base = dict(n_layer=4, n_embd=128, n_head=4, batch_size=64, steps=2400, lr=3e-3,
+    base = dict(n_layer=4, n_embd=128, n_head=4, batch_size=64, steps=1200, lr=3e-3,
                 min_steps=None, max_steps=None, ood_steps=None)
     base.update(PRESETS[args.preset])
     for k, v in base.items():
@@ -92,10 +94,15 @@ def batch(problems, device):
 
 
 def lr_at(step: int, args) -> float:
-    """Linear warm-up, then cosine decay to 10 % of the peak."""
+    """Warm-up, stable, decay: linear warm-up, the peak rate held (a long phase at a high rate
+    is what lets the small model "get" carrying), then a cosine decay to 10 % of the peak over
+    the last --decay-frac of the steps."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    frac = (step - args.warmup) / max(1, args.steps - args.warmup)
+    start = args.steps * (1 - args.decay_frac)
+    if step < start:
+        return args.lr
+    frac = (step - start) / max(1, args.steps - start)
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 

@@ -1,0 +1,412 @@
+"""Performance benchmark: sampling and training throughput of the small GPT in model.py, side by
+side with Hugging Face transformers' GPT-2 generate at the same size.
+
+    python bench.py                        # default model, best device (~1 minute on 2 CPU cores)
+    python bench.py --device cpu --iters 1 # quicker, noisier
+    python bench.py --preset gpu           # 8 layers x 512 wide, bigger batches: a GPU-sized run
+    python bench.py --skip-hf --json       # no transformers; one JSON object as the last line
+
+What it measures (random weights and random tokens: speed does not depend on what was learned):
+  1. sampling tok/s with the KV cache: model.generate on --batch prompts of --prompt-len tokens,
+     --new-tokens new tokens each, no stop token (so exactly batch * new-tokens tokens);
+  2. the same without the cache (every step recomputes the whole sequence) and the speed-up;
+  3. transformers GPT2LMHeadModel.generate at the same size, batch and precision (random init,
+     never downloaded), and our speed over it;
+  4. the prefix fan-out of the Monte Carlo stage: K=8 continuations of each of batch // 8 longer
+     prompts, prefilled once and fanned out, against the prompts repeated K times;
+  5. training tok/s (AdamW steps on random batches under bf16 autocast on CUDA, fp32 on CPU) and
+     the achieved FLOP/s by the 6N rule (attention FLOPs not counted); MFU on known GPUs;
+  6. peak memory: CUDA max_memory_allocated per phase, or the process's peak RSS on CPU.
+Every measurement is warmed up first and timed --iters times with time.perf_counter (with a
+device synchronize on GPUs; the slow no-cache reference once); the rates printed are tokens over
+the median time. On a busy machine, compare runs with --threads 1: tiny ops on threads that wait
+for descheduled siblings get many times slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+
+import torch
+
+from common import friendly_errors, positive
+from model import GPT, GPTConfig, autocast, generate, pick_device
+
+PRESETS = {  # --preset gpu: a model and batches that keep one GPU busy
+    "cpu": dict(n_layer=GPTConfig.n_layer, n_embd=GPTConfig.n_embd, n_head=GPTConfig.n_head,
+                batch=256, train_batch=64),
+    "gpu": dict(n_layer=8, n_embd=512, n_head=8, batch=1024, train_batch=256),
+}
+FANOUT_K = 8  # continuations per prompt in the fan-out measurement (train_critic.py's K)
+FANOUT_PROMPT_LEN = 60  # a longer prompt: a problem plus a few solution steps
+FANOUT_NEW_TOKENS = 32  # the rest of a solution
+# Dense bf16 peak FLOP/s (no sparsity) by device name, for MFU; unknown devices get none.
+PEAK_BF16_FLOPS = [  # (regex on torch.cuda.get_device_name(), FLOP/s); first match wins
+    (r"H100.*PCIe", 756e12),
+    (r"H100.*NVL", None),  # a different part; not in this table
+    (r"H100", 989e12),  # SXM (e.g. "NVIDIA H100 80GB HBM3")
+    (r"H200", 989e12),
+    (r"A100", 312e12),
+    (r"\bL4\b", 121e12),  # not L40 / L40S
+    (r"RTX 4090", 165e12),
+]
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default="auto",
+                   help="auto (cuda > mps > cpu), cpu or cuda (default auto)")
+    g.add_argument("--preset", choices=PRESETS, default="cpu",
+                   help="cpu: the default GPTConfig (4/128/4), batch 256, train batch 64;\n"
+                        "gpu: n_layer 8, n_embd 512, n_head 8, batch 1024, train batch 256")
+    g.add_argument("--iters", type=int, default=3,
+                   help="timed repetitions of each measurement, median reported (default 3);\n"
+                        "the much slower no-cache reference is timed once")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed for weights, prompts and sampling (default 0)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice, usually one per core)")
+    g.add_argument("--skip-hf", action="store_true",
+                   help="skip the Hugging Face transformers GPT-2 comparison")
+    g.add_argument("--json", action="store_true",
+                   help="print one JSON object with every number as the last line")
+    g = p.add_argument_group("model (model.GPTConfig; default from --preset)")
+    g.add_argument("--n-layer", type=int, default=None, help="transformer blocks (cpu preset 4)")
+    g.add_argument("--n-embd", type=int, default=None, help="residual width (cpu preset 128)")
+    g.add_argument("--n-head", type=int, default=None, help="attention heads (cpu preset 4)")
+    g = p.add_argument_group("sampling")
+    g.add_argument("--batch", type=int, default=None,
+                   help="prompts sampled at once (cpu preset 256, gpu 1024)")
+    g.add_argument("--prompt-len", type=int, default=20,
+                   help="tokens per random prompt (default 20)")
+    g.add_argument("--new-tokens", type=int, default=64,
+                   help="tokens sampled per prompt (default 64)")
+    g = p.add_argument_group("training")
+    g.add_argument("--train-batch", type=int, default=None,
+                   help="sequences per optimizer step (cpu preset 64, gpu 256)")
+    g.add_argument("--train-len", type=int, default=96,
+                   help="tokens per training sequence (default 96)")
+    g.add_argument("--train-steps", type=int, default=4,
+                   help="optimizer steps in one timed training repetition (default 4)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training model")
+    args = p.parse_args(argv)
+    for name, value in PRESETS[args.preset].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.threads is not None:
+        positive("threads", args.threads)
+    for name in ("iters", "n_layer", "n_embd", "n_head", "batch", "prompt_len", "new_tokens",
+                 "train_batch", "train_len", "train_steps"):
+        positive(name.replace("_", "-"), getattr(args, name))
+    return args
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that perf_counter measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def median_seconds(fn, device: torch.device, iters: int) -> float:
+    """Median wall time of fn() over iters calls (the caller warms up first)."""
+    times = []
+    for _ in range(iters):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: CUDA's allocator statistics, or on Linux the process's peak resident set
+    size (writing 5 to /proc/self/clear_refs resets it). Elsewhere the peak is never reset, so a
+    later phase's figure includes the earlier ones."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """MiB: CUDA max_memory_allocated since the last reset; elsewhere the process's peak RSS
+    (resource.getrusage ru_maxrss: KiB on Linux, bytes on macOS), which includes the ~0.2 GiB
+    that the torch runtime itself occupies."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The device's dense bf16 peak FLOP/s if it is in PEAK_BF16_FLOPS, else None."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for pattern, flops in PEAK_BF16_FLOPS:
+        if re.search(pattern, name):
+            return flops
+    return None
+
+
+def random_prompts(n: int, length: int, seed: int) -> list[list[int]]:
+    """n prompts of random byte tokens (0..255; never the end-of-text id 256)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, length), generator=g).tolist()
+
+
+def fmt(x: float | None, unit: str = "") -> str:
+    return "n/a" if x is None else f"{x:,.0f}{unit}"
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def bench_generate(model: GPT, prompts: list[list[int]], new_tokens: int, num_samples: int,
+                   use_cache: bool, batch: int, seed: int, device: torch.device, iters: int,
+                   warmup_tokens: int | None = None) -> float:
+    """Generated tokens per second of model.generate (prefill time included, prompt tokens not
+    counted). Warms up once (with warmup_tokens new tokens if given, to spare slow paths)."""
+    def run(n_new):
+        g = torch.Generator(device=device).manual_seed(seed)
+        out = generate(model, prompts, n_new, temperature=1.0, num_samples=num_samples,
+                       generator=g, batch_size=batch, use_cache=use_cache)
+        if len(out) != len(prompts) * num_samples or any(len(r) != n_new for r in out):
+            raise RuntimeError("generate returned the wrong number of tokens; nothing to time")
+
+    run(warmup_tokens or new_tokens)
+    seconds = median_seconds(lambda: run(new_tokens), device, iters)
+    return len(prompts) * num_samples * new_tokens / seconds
+
+
+def bench_hf(cfg: GPTConfig, prompts: list[list[int]], new_tokens: int, seed: int,
+             device: torch.device, iters: int) -> tuple[float | None, str]:
+    """Tokens/s of transformers' GPT2LMHeadModel.generate (KV cache, sampling at temperature 1,
+    no top-k/top-p) at our model's size, batch and precision, from a random init: nothing is
+    downloaded. Returns (tok/s or None, a note on what ran or why it was skipped)."""
+    try:
+        import transformers
+        from transformers import GPT2Config, GPT2LMHeadModel
+    except ImportError as e:
+        return None, (f"skipped: transformers is not importable ({e}); "
+                      "pip install transformers to compare")
+    transformers.logging.set_verbosity_error()  # no advice about pad tokens and the like
+    T = len(prompts[0])
+    eot = cfg.vocab_size - 1  # our <|endoftext|>; also the pad id
+    hcfg = GPT2Config(vocab_size=cfg.vocab_size, n_positions=T + new_tokens, n_embd=cfg.n_embd,
+                      n_layer=cfg.n_layer, n_head=cfg.n_head, bos_token_id=eot,
+                      eos_token_id=eot, pad_token_id=eot)
+    torch.manual_seed(seed)
+    hf = GPT2LMHeadModel(hcfg).to(device).eval()
+    ids = torch.tensor(prompts, device=device)  # (B, T)
+    mask = torch.ones_like(ids)  # every prompt is T tokens: nothing to mask, but HF wants one
+
+    def run():
+        torch.manual_seed(seed)  # HF samples from the global generator
+        with torch.no_grad(), autocast(device):
+            out = hf.generate(input_ids=ids, attention_mask=mask, do_sample=True,
+                              temperature=1.0, top_k=0, top_p=1.0, use_cache=True,
+                              max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                              pad_token_id=eot)
+        if out.shape != (len(prompts), T + new_tokens):
+            raise RuntimeError(f"HF generate returned shape {tuple(out.shape)}")
+
+    try:
+        run()
+        seconds = median_seconds(run, device, iters)
+    except Exception as e:  # an optional peer must not sink the whole benchmark
+        return None, f"skipped: HF generate failed ({type(e).__name__}: {e})"
+    attn = getattr(hf.config, "_attn_implementation", None) or "default"
+    return (len(prompts) * new_tokens / seconds,
+            f"transformers {transformers.__version__} GPT-2, {attn} attention")
+
+
+def bench_training(cfg: GPTConfig, args, device: torch.device) -> tuple[float, int, float]:
+    """Training tokens/s of AdamW steps on random (train_batch, train_len) batches through
+    model(idx, targets) under model.autocast. Returns (tok/s, N params, seconds per step)."""
+    torch.manual_seed(args.seed)
+    model = GPT(cfg).to(device)
+    n_params = model.num_params()
+    train_model = torch.compile(model) if args.compile else model
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1,
+                            fused=device.type == "cuda")
+    g = torch.Generator().manual_seed(args.seed)
+    n_batches = 4  # a few distinct batches, made before timing
+    data = torch.randint(0, cfg.vocab_size, (n_batches, args.train_batch, args.train_len + 1),
+                         generator=g).to(device)  # (n, B, T + 1)
+    step = 0
+    losses = []
+
+    def train(n_steps):
+        nonlocal step
+        for _ in range(n_steps):
+            batch = data[step % n_batches]
+            x, y = batch[:, :-1], batch[:, 1:]  # (B, T) inputs and next-token targets
+            with autocast(device):
+                _, loss = train_model(x, y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+        losses.append(loss.detach())  # no host sync inside the timed loop
+
+    train(3 if args.compile else 2)  # warm-up (compilation, allocator, optimizer state)
+    seconds = median_seconds(lambda: train(args.train_steps), device, args.iters)
+    if not torch.isfinite(torch.stack(losses)).all():
+        raise RuntimeError("training loss is not finite; the measurement is meaningless")
+    tokens = args.train_steps * args.train_batch * args.train_len
+    return tokens / seconds, n_params, seconds / args.train_steps
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> dict:
+    with friendly_errors():
+        args = get_args(argv)
+        device = pick_device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    need = max(args.prompt_len + args.new_tokens, FANOUT_PROMPT_LEN + FANOUT_NEW_TOKENS,
+               args.train_len)
+    with friendly_errors():
+        cfg = GPTConfig(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
+                        block_size=max(GPTConfig.block_size, need))
+    res: dict = {"device": device.type, "params": None, "config": dict(
+        n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head, batch=args.batch,
+        prompt_len=args.prompt_len, new_tokens=args.new_tokens, train_batch=args.train_batch,
+        train_len=args.train_len, iters=args.iters, compile=args.compile)}
+
+    if device.type == "cuda":
+        res["device_name"] = torch.cuda.get_device_name(device)
+        res["cpu"] = cpu_name()
+    else:
+        res["device_name"] = res["cpu"] = cpu_name()
+    res["threads"], res["torch"] = torch.get_num_threads(), torch.__version__
+    precision = "bf16 autocast" if isinstance(autocast(device), torch.autocast) else "fp32"
+    print(f"machine: {device.type} | {res['device_name']} | {res['threads']} torch threads, "
+          f"{os.cpu_count()} logical CPUs | torch {torch.__version__} | {precision}", flush=True)
+
+    torch.manual_seed(args.seed)
+    model = GPT(cfg).to(device).eval()
+    res["params"] = model.num_params()
+    print(f"model: n_layer {cfg.n_layer}, n_embd {cfg.n_embd}, n_head {cfg.n_head}, "
+          f"{res['params']:,} params | timing: median of {args.iters} after a warm-up",
+          flush=True)
+
+    # 1-2. sampling with and without the KV cache
+    prompts = random_prompts(args.batch, args.prompt_len, args.seed)
+    shape = f"{args.batch} prompts x {args.prompt_len} tokens -> {args.new_tokens} new"
+    reset_peak_memory(device)
+    cached = bench_generate(model, prompts, args.new_tokens, 1, True, args.batch, args.seed,
+                            device, args.iters)
+    res["peak_mem_mb_sample"] = peak_memory_mb(device)
+    print(f"sample (KV cache)     {fmt(cached, ' tok/s'):>16} | {shape}", flush=True)
+    # The recomputing reference is tens of times slower: one timed run (after a short warm-up)
+    # keeps the default bench near a minute, and its ratio only has to clear 10x.
+    uncached = bench_generate(model, prompts, args.new_tokens, 1, False, args.batch, args.seed,
+                              device, 1, warmup_tokens=min(args.new_tokens, 4))
+    speedup = cached / uncached
+    verdict = "ok" if speedup >= 10 else "BELOW TARGET"
+    print(f"sample (no cache)     {fmt(uncached, ' tok/s'):>16} | recomputes the whole sequence "
+          f"each step | KV cache speed-up {speedup:.1f}x (must be >= 10x: {verdict})", flush=True)
+    res.update(sample_tok_s_cached=cached, sample_tok_s_uncached=uncached, cache_speedup=speedup)
+
+    # 4. prefix fan-out for Monte Carlo completions
+    n_fan = max(1, args.batch // FANOUT_K)
+    fan_prompts = random_prompts(n_fan, FANOUT_PROMPT_LEN, args.seed + 1)
+    repeated = [p for p in fan_prompts for _ in range(FANOUT_K)]
+    fan = bench_generate(model, fan_prompts, FANOUT_NEW_TOKENS, FANOUT_K, True, args.batch,
+                         args.seed, device, args.iters)
+    nofan = bench_generate(model, repeated, FANOUT_NEW_TOKENS, 1, True, args.batch, args.seed,
+                           device, args.iters)
+    print(f"sample (fan-out)      {fmt(fan, ' tok/s'):>16} | {n_fan} prompt(s) x "
+          f"{FANOUT_PROMPT_LEN} tokens, prefilled once, {FANOUT_K} x {FANOUT_NEW_TOKENS} new each",
+          flush=True)
+    print(f"sample (no fan-out)   {fmt(nofan, ' tok/s'):>16} | the same prompts repeated "
+          f"{FANOUT_K}x, each prefilled | fan-out speed-up {fan / nofan:.2f}x", flush=True)
+    res.update(fanout_tok_s=fan, nofanout_tok_s=nofan, fanout_speedup=fan / nofan)
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    # 5. training throughput and FLOP/s by the 6N rule
+    reset_peak_memory(device)
+    train_tok_s, n_params, step_s = bench_training(cfg, args, device)
+    res["peak_mem_mb_train"] = peak_memory_mb(device)
+    gflops = 6 * n_params * train_tok_s / 1e9  # 6N FLOPs per token: 2N forward + 4N backward
+    peak = peak_flops(device)
+    mfu = gflops * 1e9 / peak if peak else None
+    mfu_text = (f" | MFU {100 * mfu:.1f}% of {peak / 1e12:.0f} TFLOP/s bf16 peak" if mfu
+                else " | MFU n/a (peak FLOP/s of this device not known)")
+    print(f"train                 {fmt(train_tok_s, ' tok/s'):>16} | {args.train_batch} x "
+          f"{args.train_len} tokens per step, {1e3 * step_s:.1f} ms/step, AdamW"
+          f"{' fused' if device.type == 'cuda' else ''}{', compiled' if args.compile else ''}",
+          flush=True)
+    print(f"train FLOP/s          {gflops:>10,.1f} GFLOP/s | 6N rule, N = {n_params:,} "
+          f"(attention FLOPs not counted){mfu_text}", flush=True)
+    res.update(train_tok_s=train_tok_s, train_gflops=gflops, peak_flops=peak, mfu=mfu)
+
+    # 3. Hugging Face transformers GPT-2 generate at the same size (last: importing transformers
+    # grows the process, which would blur the CPU peak-memory figures above)
+    hf, ratio = None, None
+    if args.skip_hf:
+        print("sample (HF generate)  skipped (--skip-hf)", flush=True)
+    else:
+        hf, note = bench_hf(cfg, prompts, args.new_tokens, args.seed, device, args.iters)
+        if hf is None:
+            print(f"sample (HF generate)  {note}", flush=True)
+        else:
+            ratio = cached / hf
+            print(f"sample (HF generate)  {fmt(hf, ' tok/s'):>16} | {note}, same size, batch and "
+                  f"precision | ours (KV cache) is {ratio:.2f}x HF", flush=True)
+    res.update(sample_tok_s_hf=hf, hf_ratio=ratio)
+
+    # 6. peak memory
+    what = ("torch.cuda.max_memory_allocated" if device.type == "cuda"
+            else "process peak RSS, torch runtime included")
+    print(f"peak memory           sampling (KV cache) {fmt(res['peak_mem_mb_sample'], ' MiB')}, "
+          f"training {fmt(res['peak_mem_mb_train'], ' MiB')} ({what})", flush=True)
+    mems = [m for m in (res["peak_mem_mb_sample"], res["peak_mem_mb_train"]) if m is not None]
+    res["peak_mem_mb"] = max(mems) if mems else None
+    res["peak_mem_kind"] = what
+    if args.json:
+        print(json.dumps(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()
