@@ -122,12 +122,14 @@ def is_terminal(action: list[int]) -> bool:
 
 def balanced_pick(rewards: list[float], n: int, rng) -> list[int]:
     """Indices of n of the samples, half correct and half incorrect where possible (PAPER §2.1):
-    take up to n // 2 of each kind (at random), then fill up from whichever kind is left."""
+    n // 2 of each kind (an odd n's extra slot goes to a kind at random), chosen at random, then
+    filled up from whichever kind has samples left."""
     good = [i for i, r in enumerate(rewards) if r > 0]
     bad = [i for i, r in enumerate(rewards) if r <= 0]
     rng.shuffle(good)
     rng.shuffle(bad)
-    take_good = min(len(good), max(n // 2, n - len(bad)))
+    want_good = n // 2 + (n % 2 if rng.random() < 0.5 else 0)
+    take_good = min(len(good), max(want_good, n - len(bad)))
     take_bad = min(len(bad), n - take_good)
     return sorted(good[:take_good] + bad[:take_bad])
 
@@ -152,7 +154,7 @@ def critic_loss(logits: torch.Tensor, mc: torch.Tensor) -> torch.Tensor:
 
 
 def advantages(values: torch.Tensor) -> torch.Tensor:
-    """Eq. 13: A(s, a_i) = V(s∘a_i) - (1/M) sum_j V(s∘a_j), for the M sampled actions of a state.
+    """Eq. 13: A(s, a_i) = V(s∘a_i) - (1/M) sum_j V(s∘a_j), for M sampled actions of a state.
 
     values (M,) holds V(s∘a_i) for every sampled action, duplicates included (the mean is over
     all M samples, taken before de-duplication, PAPER §6). The baseline is the mean over sibling
@@ -195,3 +197,45 @@ def complete(sample, states: list[list[int]], problems: list[Problem], K: int) -
         text = decode(states[i][prompt_len:] + [t for t in c if t != EOT_ID])
         rewards[i, j % K] = verify(problems[i], text).reward
     return conts, rewards
+
+
+if __name__ == "__main__":  # a hand-sized walk through the method, no model needed
+    import random as _random
+
+    from data import OPS
+
+    problem = Problem(47, (("+", 38), ("-", 19), ("*", 3)))
+    prompt, response = encode(problem.prompt), encode(problem.solution)
+    print("problem:", problem.prompt, end="")
+    print("1. steps (token spans):", step_spans(response))
+    for t, s in enumerate(prefix_states(prompt, response)):
+        print(f"   state s_{t}: {decode(s)!r}")
+
+    eps, rng = 0.2, _random.Random(0)
+
+    def scripted(states, K):  # each remaining line right with prob 1 - eps, else off by one
+        out = []
+        for s in states:
+            lines = decode(s).split("\n")[1:-1]
+            v = int(lines[-1].split("=")[1]) if lines else problem.start
+            for _ in range(K):
+                text, w = "", v
+                for op, y in problem.ops[len(lines):]:
+                    r = OPS[op](w, y) + (rng.random() < eps)
+                    text, w = text + f"{w}{op}{y}={r}\n", r
+                out.append(encode(text + f"A: {w}\n"))
+        return out
+    states = prefix_states(prompt, response)
+    conts, rewards = complete(scripted, states, [problem] * len(states), K=200)
+    print(f"2. MC(s_t) from K=200 continuations of a policy with a {eps:.0%} slip per step:")
+    for t, v in enumerate(mc_value(rewards).tolist()):
+        print(f"   MC(s_{t}) = {v:.3f}   closed form (1-eps)^{3 - t} = "
+              f"{(1 - eps) ** (3 - t):.3f}")
+    values = torch.tensor([0.80, 0.80, 0.05, 0.65])  # V(s∘a_i) of 4 sampled actions
+    adv = advantages(values)
+    print("3. V(s∘a_i) =", [round(v, 2) for v in values.tolist()], "-> A (eq. 13) =",
+          [round(a, 3) for a in adv.tolist()])
+    logp = torch.tensor([-0.2, -0.2, -3.0, -1.0])
+    for beta in (0.05, 0.5):
+        print(f"4. eq. 12 at theta = theta_ref, beta={beta}: "
+              f"{dapo_loss(logp, logp, adv, beta).item():.3f} (= mean (A/beta)^2 / 2)")

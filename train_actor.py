@@ -17,6 +17,7 @@ Writes RUN_DIR/actor_R.pt, which is pi_ref of round R + 1 (iterative DAPO, Alg. 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import time
 
@@ -166,7 +167,7 @@ def main(argv=None):
     rng = random.Random(args.seed)
     epochs = [state_batches(groups, args.batch_pairs, rng) for _ in range(args.epochs)]
     total, step, t0 = sum(len(e) for e in epochs), 0, time.time()
-    acc = {"loss": 0.0, "agree": 0.0, "n": 0, "pos": 0.0, "npos": 0, "neg": 0.0, "nneg": 0}
+    acc = torch.zeros(8, device=device)  # running sums, read once per interval (no syncs)
     bar = tqdm(total=total, desc="actor", unit="step", dynamic_ncols=True)
     log = []
     for batches in epochs:
@@ -177,30 +178,28 @@ def main(argv=None):
             ref_lp = torch.cat([groups[i]["ref_logp"] for i in b]).to(device)
             idx, mask = pack_continuations(s, a, EOT_ID, device)
             with autocast(device):
-                logp = continuation_logprob(actor, idx, mask)
+                logp = continuation_logprob(actor, idx, mask)  # log pi_theta(a|s), summed
             loss = dapo_loss(logp.float(), ref_lp, adv, args.beta)  # eq. 12
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(actor.parameters(), 1.0)
             opt.step()
-            with torch.no_grad():  # the authors' diagnostics
+            with torch.no_grad():  # the authors' diagnostics (PAPER.md §3.7)
                 logratio = logp.detach().float() - ref_lp
-                nz = adv != 0
-                acc["loss"] += loss.item() * len(a)
-                acc["agree"] += float((torch.sign(logratio[nz]) == torch.sign(adv[nz])).sum())
-                acc["n"] += len(a)
-                acc["pos"] += float(logratio[adv > 0].sum())
-                acc["npos"] += int((adv > 0).sum())
-                acc["neg"] += float(logratio[adv < 0].sum())
-                acc["nneg"] += int((adv < 0).sum())
+                pos, neg = adv > 0, adv < 0
+                agree = (torch.sign(logratio) == torch.sign(adv)) & (pos | neg)
+                acc += torch.stack([loss.detach() * len(a), torch.tensor(len(a), device=device),
+                                    agree.sum(), (pos | neg).sum(), logratio[pos].sum(),
+                                    pos.sum(), logratio[neg].sum(), neg.sum()]).float()
             step += 1
             bar.update(1)
             if step % args.log_every == 0 or step == total:
+                L, npairs, ag, nz, lp, npos, ln, nneg = acc.tolist()  # one sync per interval
                 rec = {"stage": f"dapo_{args.round}", "step": step,
-                       "loss": acc["loss"] / acc["n"],
-                       "sign_agree": acc["agree"] / max(1, acc["npos"] + acc["nneg"]),
-                       "logratio_pos": acc["pos"] / max(1, acc["npos"]),
-                       "logratio_neg": acc["neg"] / max(1, acc["nneg"]),
+                       "loss": L / max(1.0, npairs),
+                       "sign_agree": ag / max(1.0, nz),
+                       "logratio_pos": lp / max(1.0, npos),
+                       "logratio_neg": ln / max(1.0, nneg),
                        "kept_state_frac": stats["kept_state_frac"]}
                 bar.write(f"actor step {step}/{total} | avg loss {rec['loss']:.3f} | sign "
                           f"agree {rec['sign_agree']:.1%} | avg log-ratio A>0 "
@@ -208,7 +207,7 @@ def main(argv=None):
                           f"kept {rec['kept_state_frac']:.0%} | {time.time() - t0:.0f} s")
                 log_metrics(run_dir, rec)
                 log.append(rec)
-                acc = dict.fromkeys(acc, 0)
+                acc.zero_()
     bar.close()
     train_time = time.time() - t0
     actor.eval()
@@ -220,7 +219,6 @@ def main(argv=None):
     # ---- evaluation: greedy accuracy before (pi_ref) and after (the actor)
     results_prev = f"dapo_{args.round - 1}" if args.round > 1 else "sft"
     after = greedy_eval(actor, cfg, args.eval_n, data_seed)
-    import json
     res_path = run_dir / "results.json"
     prev = json.loads(res_path.read_text()).get(results_prev, {}) if res_path.exists() else {}
     before = {s: prev[s]["greedy_acc"] for s in after if s in prev and

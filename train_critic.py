@@ -33,7 +33,7 @@ from common import (UserError, args_dict, friendly_errors, load_model, load_torc
                     positive, prepare_run_dir, save_checkpoint, save_torch, update_results)
 from dapo import (balanced_pick, complete, critic_loss, max_solution_tokens, mc_value,
                   prefix_states)
-from data import EOT_ID, Problem, TaskConfig, TrainProblems, decode, encode, verify
+from data import EOT_ID, NL_ID, Problem, TaskConfig, TrainProblems, decode, encode, verify
 from model import autocast, generate, pack, pick_device, state_values
 
 ROLLOUT_OFFSET = 10_000_000  # DAPO's training problems: train indices from here, per round
@@ -56,8 +56,11 @@ def get_args(argv=None):
     g = p.add_argument_group("critic")
     g.add_argument("--heldout-frac", type=float, default=0.1,
                    help="fraction of problems whose states are held out for evaluation")
-    g.add_argument("--epochs", type=int, default=4, help="passes over the training states")
-    g.add_argument("--batch-size", type=int, default=64, help="states per step")
+    g.add_argument("--targets", choices=("continuations", "states"), default="continuations",
+                   help="states: the paper's (s, MC(s)) pairs only; continuations: also every "
+                   "later state inside each continuation, with its reward as target")
+    g.add_argument("--epochs", type=int, default=1, help="passes over the training examples")
+    g.add_argument("--batch-size", type=int, default=64, help="sequences per step")
     g.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
     g.add_argument("--log-every", type=int, default=50, help="steps between log lines")
     args = p.parse_args(argv)
@@ -230,17 +233,47 @@ def load_rollouts(run_dir: Path, rnd: int, meta: dict | None = None) -> dict:
 # ----------------------------------------------------------------------------- critic
 
 
+def critic_examples(states, conts, mc, rewards, ids, mode: str) -> list[tuple]:
+    """The critic's training examples: (tokens, [(position, target), ...]).
+
+    mode "states" is the paper's plain (s, MC(s)) pairs, the target at the last token of s.
+    mode "continuations" (default) also reads every continuation s∘c: besides MC(s) at the end
+    of s, each later state inside c (each "\n" of c but a final one) gets c's own reward as a
+    one-sample MC target, an unbiased estimate of that state's value under pi_ref. Same
+    rollouts, no extra sampling, ~10x more (noisier) targets: with a few thousand states a
+    small critic cannot learn to spot a wrong step from the plain pairs alone (README).
+    """
+    K = rewards.shape[1]
+    out = []
+    for i in ids:
+        s = states[i]
+        if mode == "states":
+            out.append((s, [(len(s) - 1, float(mc[i]))]))
+            continue
+        for k in range(K):
+            c = [t for t in conts[i * K + k] if t != EOT_ID]
+            ends = [len(s) + j for j, t in enumerate(c) if t == NL_ID]
+            if ends and ends[-1] == len(s) + len(c) - 1:
+                ends = ends[:-1]  # the finished solution itself is terminal, not a state
+            r = float(rewards[i, k])
+            out.append((s + c, [(len(s) - 1, float(mc[i]))] + [(e, r) for e in ends]))
+    return out
+
+
+def critic_step_loss(critic, examples, device) -> torch.Tensor:
+    """Eq. 14-15 averaged over every target position of a batch of examples."""
+    idx, _ = pack([e[0] for e in examples], EOT_ID, device)
+    rows = torch.tensor([r for r, e in enumerate(examples) for _ in e[1]], device=device)
+    cols = torch.tensor([p for e in examples for p, _ in e[1]], device=device)
+    target = torch.tensor([t for e in examples for _, t in e[1]], device=device)
+    with autocast(device):
+        logits = critic.value_logits(idx)  # (B, T)
+    return critic_loss(logits[rows, cols], target)
+
+
 def critic_batches(n: int, batch_size: int, gen: torch.Generator):
     perm = torch.randperm(n, generator=gen).tolist()
     return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
-
-
-def critic_logits(critic, states: list[list[int]], device) -> torch.Tensor:
-    """Value logits at the last token of each state (B,), right-padded batch."""
-    idx, lengths = pack(states, EOT_ID, device)
-    with autocast(device):
-        logits = critic.value_logits(idx)  # (B, T)
-    return logits[torch.arange(len(states), device=device), lengths - 1]
 
 
 def calibration(v: torch.Tensor, mc: torch.Tensor, bins: int = 10) -> list[dict]:
@@ -329,31 +362,35 @@ def main(argv=None):
                             weight_decay=0.0, fused=device.type == "cuda")
     gen = torch.Generator().manual_seed(args.seed)
     critic.train()
-    steps_per_epoch = math.ceil(len(tr_idx) / args.batch_size)
+    examples = critic_examples(states, unflat(data["continuations"]), mc, data["rewards"],
+                               tr_idx, args.targets)
+    n_targets = sum(len(e[1]) for e in examples)
+    print(f"critic: {len(examples)} training sequences, {n_targets} (state, target) pairs "
+          f"(--targets {args.targets})")
+    steps_per_epoch = math.ceil(len(examples) / args.batch_size)
     total, step, t0 = steps_per_epoch * args.epochs, 0, time.time()
     bar = tqdm(total=total, desc="critic", unit="step", dynamic_ncols=True)
-    loss_sum = 0.0
+    loss_sum = torch.zeros(())
     for epoch in range(args.epochs):
-        for b in critic_batches(len(tr_idx), args.batch_size, gen):
-            ids = [tr_idx[i] for i in b]
+        for b in critic_batches(len(examples), args.batch_size, gen):
             for g in opt.param_groups:  # cosine decay over all steps
                 g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss = critic_loss(critic_logits(critic, [states[i] for i in ids], device),
-                               mc[ids].to(device))
+            loss = critic_step_loss(critic, [examples[i] for i in b], device)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
             opt.step()
-            loss_sum += loss.item()
+            loss_sum += loss.detach().cpu()
             step += 1
             bar.update(1)
             if step % args.log_every == 0 or step == total:
                 n = (step - 1) % args.log_every + 1
+                avg = float(loss_sum) / n
                 bar.write(f"critic step {step}/{total} | epoch {epoch + 1} | avg bce "
-                          f"{loss_sum / n:.4f} | {time.time() - t0:.0f} s")
+                          f"{avg:.4f} | {time.time() - t0:.0f} s")
                 log_metrics(run_dir, {"stage": f"critic_{args.round}", "step": step,
-                                      "bce": loss_sum / n})
-                loss_sum = 0.0
+                                      "bce": avg})
+                loss_sum.zero_()
     bar.close()
     critic.eval()
     save_checkpoint(run_dir / f"critic_{args.round}.pt", critic, step=step,

@@ -196,3 +196,19 @@ def test_verify_scores_the_state_plus_continuation():
                     [PROB], 2)
     assert r.tolist() == [[1.0, 1.0]]
     assert verify(PROB, "85-19=66\n66*3=198\nA: 198\n").reward == 0.0
+
+
+def test_critic_examples_targets_by_hand():
+    """Guards against misplaced critic targets: MC(s) at the last token of s, each later
+    non-terminal state inside a continuation at its "\\n" with that continuation's reward, and
+    no target on the finished solution (terminal) or on the stop token."""
+    from train_critic import critic_examples
+
+    s0 = encode("Q: 5+3\n")  # 7 tokens, last index 6
+    conts = [encode("5+3=8\nA: 8\n") + [EOT_ID], encode("5+3=9\nA: 9\n") + [EOT_ID]]
+    mc, rewards = torch.tensor([0.5]), torch.tensor([[1.0, 0.0]])
+    ex = critic_examples([s0], conts, mc, rewards, [0], "continuations")
+    assert [e[1] for e in ex] == [[(6, 0.5), (12, 1.0)], [(6, 0.5), (12, 0.0)]]
+    assert ex[0][0] == s0 + encode("5+3=8\nA: 8\n")  # the stop token is not part of the input
+    assert ex[0][0][12] == NL_ID
+    assert critic_examples([s0], conts, mc, rewards, [0], "states") == [(s0, [(6, 0.5)])]
