@@ -3,6 +3,7 @@
     python pipeline.py                       # ~15 minutes or less on a 2-core CPU
     python pipeline.py --run-dir runs/seed1 --seed 1
     python pipeline.py --preset gpu          # a larger model, task and budget for one GPU
+    python pipeline.py --summarize runs/s0 runs/s1 runs/s2   # mean ± std over finished runs
 
 Runs train_sft.py (the reference policy), then for each round R = 1 .. --rounds
 train_critic.py --round R and train_actor.py --round R (iterative DAPO: the actor of round R is
@@ -35,6 +36,9 @@ def get_args(argv=None):
     p.add_argument("--sft-args", default="", help="extra flags for train_sft.py, quoted")
     p.add_argument("--critic-args", default="", help="extra flags for train_critic.py, quoted")
     p.add_argument("--actor-args", default="", help="extra flags for train_actor.py, quoted")
+    p.add_argument("--summarize", nargs="+", metavar="RUN_DIR",
+                   help="run nothing: print mean ± std of finished runs' results.json and plot "
+                   "test accuracy per round to accuracy.png in the first run folder")
     args = p.parse_args(argv)
     positive("rounds", args.rounds)
     return args
@@ -62,8 +66,67 @@ def table(results: dict, walls: dict) -> str:
     return "\n".join(rows)
 
 
+def summarize(run_dirs: list[str]) -> str:
+    """Mean ± std (over runs, e.g. seeds) of greedy accuracy per stage and split, and of the wall
+    time per stage; plots test accuracy per round when matplotlib is installed."""
+    import statistics
+
+    runs = []
+    for d in run_dirs:
+        path = Path(d) / "results.json"
+        if not path.exists():
+            raise ValueError(f"no results.json in {d}; run pipeline.py --run-dir {d} first")
+        times = Path(d) / "pipeline_times.json"
+        runs.append((json.loads(path.read_text()),
+                     json.loads(times.read_text()) if times.exists() else {}))
+    stages = [k for k in runs[0][0] if not k.startswith("critic")]
+
+    def ms(xs):
+        return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    rows = [f"{len(runs)} runs, greedy accuracy mean ± std (n = {runs[0][0]['sft']['test']['n']} "
+            "problems per split)",
+            f"{'stage':8s} {'val':>14s} {'test':>14s} {'ood':>14s} {'wall s':>10s}"]
+    for st in stages:
+        cells = []
+        for split in ("val", "test", "ood"):
+            m, sd = ms([100 * r[st][split]["greedy_acc"] for r, _ in runs])
+            cells.append(f"{m:6.1f} ± {sd:4.1f}")
+        w = [t.get(st, 0.0) + (t.get(st.replace("dapo", "critic"), 0.0) if st != "sft" else 0)
+             for _, t in runs]
+        m, sd = ms(w)
+        rows.append(f"{st:8s} {' '.join(f'{c:>14s}' for c in cells)} {m:6.0f} ± {sd:3.0f}")
+    total = ms([sum(t.values()) for _, t in runs])
+    rows.append(f"total wall time {total[0]:.0f} ± {total[1]:.0f} s (a dapo_R row includes its "
+                "critic stage)")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for split in ("val", "test", "ood"):
+            xs = list(range(len(stages)))
+            vals = [[100 * r[st][split]["greedy_acc"] for r, _ in runs] for st in stages]
+            ax.errorbar(xs, [ms(v)[0] for v in vals], yerr=[ms(v)[1] for v in vals],
+                        marker="o", capsize=3, label=split)
+        ax.set_xticks(range(len(stages)), ["pi_ref (SFT)"] + [f"DAPO round {i}" for i in
+                                                              range(1, len(stages))])
+        ax.set_ylabel("greedy accuracy (%)")
+        ax.set_title(f"mean ± std over {len(runs)} seeds")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(Path(run_dirs[0]) / "accuracy.png", dpi=100)
+        plt.close(fig)
+        rows.append(f"plot: {Path(run_dirs[0]) / 'accuracy.png'}")
+    except ImportError:
+        rows.append("(pip install matplotlib for the plot)")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     args = get_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize))
+        return
     run_dir = prepare_run_dir(args.run_dir)
     common = ["--run-dir", str(run_dir), "--device", args.device]
     t_all, walls = time.time(), {}

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from common import (UserError, args_dict, friendly_errors, load_model, log_metrics, positive,
                     prepare_run_dir, save_checkpoint, update_results)
 from dapo import advantages, dapo_loss, evaluate, first_step, is_terminal
-from data import EOT_ID, decode, encode, eval_split, parse_prompt, verify
+from data import EOT_ID, decode, encode, eval_split, parse_prompt, split_lines, verify
 from model import autocast, continuation_logprob, pack_continuations, pick_device
 from model import sequence_logprobs, state_values
 from train_critic import load_rollouts, policy_hint, policy_path, task_from, unflat
@@ -77,10 +77,11 @@ def build_pairs(data: dict, critic, threshold: float) -> tuple[list[dict], dict]
                 where[key] = len(nxt)
                 nxt.append(states[i] + a)
     v_next = state_values(critic, nxt, EOT_ID).tolist() if nxt else []
-    groups, n_terminal = [], 0
+    groups, n_terminal, ranked, rank_ok = [], 0, 0, 0
     for i, a_list in enumerate(acts):
         p = problems[sp[i]]
         prompt_len = len(encode(p.prompt))
+        done = decode(states[i][prompt_len:])
         vals = []
         for a in a_list:
             if is_terminal(a):  # a finished solution: the verifier's exact reward (PAPER §6)
@@ -93,13 +94,23 @@ def build_pairs(data: dict, critic, threshold: float) -> tuple[list[dict], dict]
         uniq = {}
         for a, A in zip(a_list, adv.tolist()):
             uniq.setdefault(tuple(a), A)  # duplicates share one advantage
+        # diagnostic only (never trained on): does A rank a right step above a wrong sibling?
+        t = len(split_lines(done))
+        oks = [verify(p, done + decode([x for x in a if x != EOT_ID])).line_ok for a in uniq]
+        right = [ok[t] if t < len(ok) else False for ok in oks]
+        for (A1, r1) in zip(uniq.values(), right):
+            for (A2, r2) in zip(uniq.values(), right):
+                if r1 and not r2:
+                    ranked += 1
+                    rank_ok += (A1 > A2) + 0.5 * (A1 == A2)
         if max(uniq.values()) - min(uniq.values()) >= threshold:  # App. F.1
             groups.append({"state": states[i], "actions": [list(a) for a in uniq],
                            "adv": list(uniq.values())})
     stats = {"states": len(states), "kept_states": len(groups),
              "kept_state_frac": len(groups) / max(1, len(states)),
              "pairs": sum(len(g["actions"]) for g in groups),
-             "terminal_action_frac": n_terminal / max(1, len(states) * K)}
+             "terminal_action_frac": n_terminal / max(1, len(states) * K),
+             "sibling_pairs": ranked, "sibling_rank_acc": rank_ok / max(1, ranked)}
     return groups, stats
 
 
@@ -158,6 +169,9 @@ def main(argv=None):
     print(f"round {args.round}: {stats['kept_states']}/{stats['states']} states kept "
           f"({stats['kept_state_frac']:.0%}) with {stats['pairs']} (state, action) pairs; "
           f"beta={args.beta}, lr={args.lr}")
+    print(f"advantage check: over {stats['sibling_pairs']} (right, wrong) sibling steps (the "
+          f"verifier's per-step truth), A ranks the right one higher "
+          f"{stats['sibling_rank_acc']:.1%} of the time (50 % = no signal)")
 
     # ---- B.4: the actor, initialised from pi_ref, trained on eq. 12
     actor = ref  # pi_ref's weights are the start; its log-probs are already cached

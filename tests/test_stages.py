@@ -126,6 +126,9 @@ def test_pipeline_smoke(tmp_path, capsys):
     # everything exists: a second invocation skips every stage
     pipeline.main(["--run-dir", str(d), "--rounds", "2", "--device", "cpu"])
     assert capsys.readouterr().out.count("skipped") == 5
+    pipeline.main(["--summarize", str(d), str(d)])
+    out = capsys.readouterr().out
+    assert "2 runs" in out and "± " in out and out.count("dapo_") == 2
 
 
 @pytest.mark.parametrize("argv, phrase", [
