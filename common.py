@@ -48,6 +48,15 @@ def positive(name: str, value, allow_zero: bool = False):
     return value
 
 
+def add_round_args(parser, seed_help: str):
+    """The flags every DAPO stage shares: its run folder, round, seed and device."""
+    g = parser.add_argument_group("run")
+    g.add_argument("--run-dir", default="runs/default", help="folder of the earlier stages")
+    g.add_argument("--round", type=int, default=1, help="DAPO round R (1, 2, ...)")
+    g.add_argument("--seed", type=int, default=0, help=seed_help)
+    g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps")
+
+
 def prepare_run_dir(path: str) -> Path:
     """Create the run folder and make sure it is writable."""
     p = Path(path)

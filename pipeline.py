@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -45,8 +46,8 @@ def get_args(argv=None):
 
 
 GPU_STAGE_ARGS = {  # --preset gpu: bigger rollouts for the bigger model
-    "critic": "--problems 2048 --n1 16 --n 6 --K 16 --sample-batch 4096 --batch-size 256 "
-              "--epochs 2",
+    "critic": "--problems 8192 --n1 4 --n 2 --K 8 --sample-batch 4096 --batch-size 256 "
+              "--chunk 2048",
     "actor": "--batch-pairs 512",
 }
 
@@ -79,7 +80,7 @@ def summarize(run_dirs: list[str]) -> str:
         times = Path(d) / "pipeline_times.json"
         runs.append((json.loads(path.read_text()),
                      json.loads(times.read_text()) if times.exists() else {}))
-    stages = [k for k in runs[0][0] if not k.startswith("critic")]
+    stages = [k for k in runs[0][0] if k == "sft" or re.fullmatch(r"dapo_\d+", k)]
 
     def ms(xs):
         return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)

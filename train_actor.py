@@ -24,8 +24,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from common import (UserError, args_dict, friendly_errors, load_model, log_metrics, positive,
-                    prepare_run_dir, save_checkpoint, update_results)
+from common import (UserError, add_round_args, args_dict, friendly_errors, load_model,
+                    log_metrics, positive, prepare_run_dir, save_checkpoint, update_results)
 from dapo import advantages, dapo_loss, evaluate, first_step, is_terminal
 from data import EOT_ID, decode, encode, eval_split, parse_prompt, split_lines, verify
 from model import autocast, continuation_logprob, pack_continuations, pick_device
@@ -35,16 +35,15 @@ from train_critic import load_rollouts, policy_hint, policy_path, task_from, unf
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    g = p.add_argument_group("run")
-    g.add_argument("--run-dir", default="runs/default", help="folder of the earlier stages")
-    g.add_argument("--round", type=int, default=1, help="DAPO round R (1, 2, ...)")
-    g.add_argument("--seed", type=int, default=0, help="seed for batching")
-    g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps")
+    add_round_args(p, "seed for batching")
     g = p.add_argument_group("DAPO (PAPER.md §3)")
-    g.add_argument("--beta", type=float, default=0.05, help="KL weight beta of eq. 12")
+    g.add_argument("--beta", type=float, default=1.0, help="KL weight beta of eq. 12")
     g.add_argument("--adv-threshold", type=float, default=0.1,
                    help="drop states whose max A - min A is below this (App. F.1)")
     g.add_argument("--lr", type=float, default=3e-5, help="actor AdamW learning rate")
+    g.add_argument("--critic", choices=("learned", "oracle"), default="learned",
+                   help="learned: critic_R.pt (DAPO); oracle: an ablation whose V(s∘a) is the "
+                   "verifier's per-step truth (privileged; shows the actor stage alone)")
     g.add_argument("--epochs", type=int, default=2, help="passes over the kept states")
     g.add_argument("--batch-pairs", type=int, default=128,
                    help="(state, action) pairs per step; whole states only")
@@ -62,7 +61,12 @@ def get_args(argv=None):
 
 
 def build_pairs(data: dict, critic, threshold: float) -> tuple[list[dict], dict]:
-    """(state, action, advantage) groups, one per kept state, and filter statistics."""
+    """(state, action, advantage) groups, one per kept state, and filter statistics.
+
+    critic is the learned critic, or None for the oracle ablation (--critic oracle): then
+    V(s∘a) is 1 if every line of s∘a is right by the verifier's per-step truth, else 0 -
+    privileged information DAPO does not have, used only to show what the actor stage does
+    when the advantages carry signal."""
     states, conts = unflat(data["states"]), unflat(data["continuations"])
     K = data["rewards"].shape[1]
     problems = [parse_prompt(p) for p in data["problems"]]
@@ -76,7 +80,14 @@ def build_pairs(data: dict, critic, threshold: float) -> tuple[list[dict], dict]
             if key not in where and not is_terminal(a):
                 where[key] = len(nxt)
                 nxt.append(states[i] + a)
-    v_next = state_values(critic, nxt, EOT_ID).tolist() if nxt else []
+    if critic is None:  # oracle ablation: the verifier's per-step truth of s∘a
+        v_next = []
+        for (i, _), seq in zip(where, nxt):
+            p = problems[sp[i]]
+            body = decode(seq[len(encode(p.prompt)):])
+            v_next.append(float(all(verify(p, body).line_ok[:len(split_lines(body))])))
+    else:
+        v_next = state_values(critic, nxt, EOT_ID).tolist() if nxt else []
     groups, n_terminal, ranked, rank_ok = [], 0, 0, 0
     for i, a_list in enumerate(acts):
         p = problems[sp[i]]
@@ -149,9 +160,12 @@ def main(argv=None):
             pckpt.get("step"):
         raise UserError(f"rollouts_{args.round}.pt was made with another pi_ref than {src}; "
                         f"re-run train_critic.py --round {args.round}")
-    critic, _ = load_model(run_dir / f"critic_{args.round}.pt", device, "critic checkpoint",
-                           f"run train_critic.py --round {args.round} first", value_head=True)
-    critic.eval()
+    critic = None
+    if args.critic == "learned":
+        critic, _ = load_model(run_dir / f"critic_{args.round}.pt", device, "critic checkpoint",
+                               f"run train_critic.py --round {args.round} first",
+                               value_head=True)
+        critic.eval()
 
     # ---- B.1-B.3: actions, advantages (eq. 13), filters, cached reference log-probs
     groups, stats = build_pairs(data, critic, args.adv_threshold)
@@ -225,7 +239,8 @@ def main(argv=None):
     bar.close()
     train_time = time.time() - t0
     actor.eval()
-    save_checkpoint(run_dir / f"actor_{args.round}.pt", actor, step=step,
+    suffix = "_oracle" if args.critic == "oracle" else ""  # the ablation never replaces DAPO's
+    save_checkpoint(run_dir / f"actor_{args.round}{suffix}.pt", actor, step=step,
                     stage=f"dapo_{args.round}", args={**args_dict(args),
                                                       **pckpt.get("args", {}),
                                                       "round": args.round})
@@ -251,9 +266,10 @@ def main(argv=None):
                   "greedy_acc_before": before[s]} for s in ("val", "test", "ood")}
     record.update(filter=stats, train_time_s=train_time, wall_time_s=time.time() - t_start,
                   beta=args.beta, lr=args.lr, last_log=log[-1] if log else {})
-    update_results(run_dir, f"dapo_{args.round}", record)
-    print(f"actor stage done in {time.time() - t_start:.0f} s; results.json['dapo_{args.round}']"
-          " written")
+    record["critic"] = args.critic
+    update_results(run_dir, f"dapo_{args.round}{suffix}", record)
+    print(f"actor stage done in {time.time() - t_start:.0f} s; "
+          f"results.json['dapo_{args.round}{suffix}'] written")
     return record
 
 

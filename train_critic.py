@@ -29,8 +29,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common import (UserError, args_dict, friendly_errors, load_model, load_torch, log_metrics,
-                    positive, prepare_run_dir, save_checkpoint, save_torch, update_results)
+from common import (UserError, add_round_args, args_dict, friendly_errors, load_model,
+                    load_torch, log_metrics, positive, prepare_run_dir, save_checkpoint,
+                    save_torch, update_results)
 from dapo import (balanced_pick, complete, critic_loss, max_solution_tokens, mc_value,
                   prefix_states)
 from data import EOT_ID, NL_ID, Problem, TaskConfig, TrainProblems, decode, encode, verify
@@ -41,11 +42,7 @@ ROLLOUT_OFFSET = 10_000_000  # DAPO's training problems: train indices from here
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    g = p.add_argument_group("run")
-    g.add_argument("--run-dir", default="runs/default", help="folder written by train_sft.py")
-    g.add_argument("--round", type=int, default=1, help="DAPO round R (1, 2, ...)")
-    g.add_argument("--seed", type=int, default=0, help="seed for rollouts and critic training")
-    g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps")
+    add_round_args(p, "seed for rollouts and critic training")
     g = p.add_argument_group("rollouts (PAPER.md §2)")
     g.add_argument("--problems", type=int, default=1536, help="training problems to roll out")
     g.add_argument("--n1", type=int, default=2, help="samples per problem (paper: 32)")

@@ -138,8 +138,11 @@ def test_build_pairs_applies_terminal_rule_and_filters():
     assert g0["adv"] == pytest.approx([0.4, -0.4], abs=1e-3)  # 0.9 / 0.1 around mean 0.5
     assert g1["adv"] == pytest.approx([0.5, -0.5])  # terminal: verifier rewards 1 and 0
     assert decode(g1["actions"][0]) == "A: 8\n"
+    assert stats["sibling_pairs"] == 2 and stats["sibling_rank_acc"] == 1.0
     _, stats = build_pairs(data, FakeCritic(), threshold=0.95)
     assert stats["kept_states"] == 1  # only the exact terminal gap (1.0) survives
+    groups, _ = build_pairs(data, None, threshold=0.1)  # oracle ablation: per-step truth
+    assert groups[0]["adv"] == pytest.approx([0.5, -0.5])
 
 
 def scripted_policy(eps: float, rng: random.Random):
