@@ -275,9 +275,12 @@ def parse_prompt(prompt: str) -> Problem | None:
 
 
 if __name__ == "__main__":
-    cfg = TaskConfig()
-    p = TrainProblems(0, cfg)[0]
+    p = TrainProblems(0)[0]
     print(p.prompt + p.solution, end="")
     print("tokens:", encode(p.prompt + p.solution)[:24], "...")
-    bad = p.solution.replace("=", "=1", 1)
-    print("a slip in step 1 ->", verify(p, bad))
+    first = p.solution.splitlines()[0]  # a slip in step 1 (result off by ten), then carried on
+    a_op_b, c = first.split("=")
+    slip = Problem(int(c) + 10, p.ops[1:])
+    bad = f"{a_op_b}={int(c) + 10}\n" + slip.solution
+    print("a response with one slip:\n" + bad, end="")
+    print("->", verify(p, bad))
