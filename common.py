@@ -57,9 +57,12 @@ def add_round_args(parser, seed_help: str):
     g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps")
 
 
-def prepare_run_dir(path: str) -> Path:
-    """Create the run folder and make sure it is writable."""
+def prepare_run_dir(path: str, must_exist: bool = False) -> Path:
+    """Create the run folder (or, for a stage that reads earlier stages' files, require it) and
+    make sure it is writable."""
     p = Path(path)
+    if must_exist and not p.is_dir():
+        raise UserError(f"no run folder {p}; run train_sft.py --run-dir {p} first")
     try:
         p.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=p):

@@ -148,7 +148,7 @@ def greedy_eval(model, cfg, eval_n: int, seed: int) -> dict:
 def main(argv=None):
     args = get_args(argv)
     device = pick_device(args.device)
-    run_dir = prepare_run_dir(args.run_dir)
+    run_dir = prepare_run_dir(args.run_dir, must_exist=True)
     t_start = time.time()
     src = policy_path(run_dir, args.round)
     ref, pckpt = load_model(src, device, "reference policy checkpoint", policy_hint(args.round),

@@ -311,7 +311,7 @@ def first_error_signal(data: dict, values: torch.Tensor, heldout: torch.Tensor) 
 def main(argv=None):
     args = get_args(argv)
     device = pick_device(args.device)
-    run_dir = prepare_run_dir(args.run_dir)
+    run_dir = prepare_run_dir(args.run_dir, must_exist=True)
     t_start = time.time()
     src = policy_path(run_dir, args.round)
     policy, pckpt = load_model(src, device, "reference policy checkpoint",

@@ -160,6 +160,9 @@ def test_critic_bad_input(sft_dir, tmp_path, capsys):
     rollout file; each gives one sentence, and nothing is written."""
     empty = tmp_path / "empty"
     code, err = run(train_critic.main, ["--run-dir", str(empty)] + CRITIC, capsys)
+    assert code == 2 and "no run folder" in err and not empty.exists()  # nothing created
+    empty.mkdir()
+    code, err = run(train_critic.main, ["--run-dir", str(empty)] + CRITIC, capsys)
     assert code == 2 and "run train_sft.py first" in err
     for argv, phrase in [(["--K", "0"], "--K must be positive"),
                          (["--n1", "-1"], "--n1 must be positive"),
