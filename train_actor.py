@@ -80,25 +80,22 @@ def build_pairs(data: dict, critic, threshold: float) -> tuple[list[dict], dict]
             if key not in where and not is_terminal(a):
                 where[key] = len(nxt)
                 nxt.append(states[i] + a)
-    if critic is None:  # oracle ablation: the verifier's per-step truth of s∘a
-        v_next = []
-        for (i, _), seq in zip(where, nxt):
-            p = problems[sp[i]]
-            body = decode(seq[len(encode(p.prompt)):])
-            v_next.append(float(all(verify(p, body).line_ok[:len(split_lines(body))])))
-    else:
-        v_next = state_values(critic, nxt, EOT_ID).tolist() if nxt else []
+    v_next = state_values(critic, nxt, EOT_ID).tolist() if critic is not None and nxt else []
     groups, n_terminal, ranked, rank_ok = [], 0, 0, 0
     for i, a_list in enumerate(acts):
         p = problems[sp[i]]
-        prompt_len = len(encode(p.prompt))
-        done = decode(states[i][prompt_len:])
+        done = decode(states[i][len(encode(p.prompt)):])  # the response so far
+        t = len(split_lines(done))  # index of the line the action writes
+        verdicts = {tuple(a): verify(p, done + decode([x for x in a if x != EOT_ID]))
+                    for a in a_list}  # the verifier on s∘a, once per distinct action
         vals = []
         for a in a_list:
+            v = verdicts[tuple(a)]
             if is_terminal(a):  # a finished solution: the verifier's exact reward (PAPER §6)
-                resp = states[i][prompt_len:] + [t for t in a if t != EOT_ID]
-                vals.append(verify(p, decode(resp)).reward)
+                vals.append(v.reward)
                 n_terminal += 1
+            elif critic is None:  # oracle ablation: every line of s∘a right
+                vals.append(float(all(v.line_ok[:t + 1])))
             else:
                 vals.append(v_next[where[(i, tuple(a))]])
         adv = advantages(torch.tensor(vals))  # eq. 13, mean over all K samples
@@ -106,9 +103,7 @@ def build_pairs(data: dict, critic, threshold: float) -> tuple[list[dict], dict]
         for a, A in zip(a_list, adv.tolist()):
             uniq.setdefault(tuple(a), A)  # duplicates share one advantage
         # diagnostic only (never trained on): does A rank a right step above a wrong sibling?
-        t = len(split_lines(done))
-        oks = [verify(p, done + decode([x for x in a if x != EOT_ID])).line_ok for a in uniq]
-        right = [ok[t] if t < len(ok) else False for ok in oks]
+        right = [t < len(verdicts[a].line_ok) and verdicts[a].line_ok[t] for a in uniq]
         for (A1, r1) in zip(uniq.values(), right):
             for (A2, r2) in zip(uniq.values(), right):
                 if r1 and not r2:

@@ -367,7 +367,7 @@ def main(argv=None):
     steps_per_epoch = math.ceil(len(examples) / args.batch_size)
     total, step, t0 = steps_per_epoch * args.epochs, 0, time.time()
     bar = tqdm(total=total, desc="critic", unit="step", dynamic_ncols=True)
-    loss_sum = torch.zeros(())
+    loss_sum = torch.zeros((), device=device)  # read once per interval: no per-step sync
     for epoch in range(args.epochs):
         for b in critic_batches(len(examples), args.batch_size, gen):
             for g in opt.param_groups:  # cosine decay over all steps
@@ -377,7 +377,7 @@ def main(argv=None):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
             opt.step()
-            loss_sum += loss.detach().cpu()
+            loss_sum += loss.detach()
             step += 1
             bar.update(1)
             if step % args.log_every == 0 or step == total:
