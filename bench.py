@@ -11,7 +11,8 @@ What it measures (random weights and random tokens: speed does not depend on wha
      --new-tokens new tokens each, no stop token (so exactly batch * new-tokens tokens);
   2. the same without the cache (every step recomputes the whole sequence) and the speed-up;
   3. transformers GPT2LMHeadModel.generate at the same size, batch and precision (random init,
-     never downloaded), and our speed over it;
+     never downloaded), and our speed over it: the two are timed in turn, max(--iters, 5)
+     rounds, so a slow spell of a shared machine hits both alike;
   4. the prefix fan-out of the Monte Carlo stage: K=8 continuations of each of batch // 8 longer
      prompts, prefilled once and fanned out, against the prompts repeated K times;
   5. training tok/s (AdamW steps on random batches under bf16 autocast on CUDA, fp32 on CPU) and
@@ -213,10 +214,11 @@ def bench_generate(model: GPT, prompts: list[list[int]], new_tokens: int, num_sa
 
 
 def bench_hf(cfg: GPTConfig, prompts: list[list[int]], new_tokens: int, seed: int,
-             device: torch.device, iters: int) -> tuple[float | None, str]:
-    """Tokens/s of transformers' GPT2LMHeadModel.generate (KV cache, sampling at temperature 1,
-    no top-k/top-p) at our model's size, batch and precision, from a random init: nothing is
-    downloaded. Returns (tok/s or None, a note on what ran or why it was skipped)."""
+             device: torch.device):
+    """Transformers' GPT2LMHeadModel.generate (KV cache, sampling at temperature 1, no
+    top-k/top-p) at our model's size, batch and precision, from a random init: nothing is
+    downloaded. Returns (run, note): run() samples once (None if skipped), note says what ran
+    or why it was skipped."""
     try:
         import transformers
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -245,13 +247,21 @@ def bench_hf(cfg: GPTConfig, prompts: list[list[int]], new_tokens: int, seed: in
             raise RuntimeError(f"HF generate returned shape {tuple(out.shape)}")
 
     try:
-        run()
-        seconds = median_seconds(run, device, iters)
+        run()  # warm-up, and a check that this transformers version runs at all
     except Exception as e:  # an optional peer must not sink the whole benchmark
         return None, f"skipped: HF generate failed ({type(e).__name__}: {e})"
     attn = getattr(hf.config, "_attn_implementation", None) or "default"
-    return (len(prompts) * new_tokens / seconds,
-            f"transformers {transformers.__version__} GPT-2, {attn} attention")
+    return run, f"transformers {transformers.__version__} GPT-2, {attn} attention"
+
+
+def interleaved_seconds(fns: list, device: torch.device, iters: int) -> list[float]:
+    """Median wall time of each fn over iters rounds, the fns taking turns within a round, so
+    that a slow spell of a shared machine hits both sides of a comparison alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(iters):
+        for fn, ts in zip(fns, times):
+            ts.append(median_seconds(fn, device, 1))
+    return [statistics.median(ts) for ts in times]
 
 
 def bench_training(cfg: GPTConfig, args, device: torch.device) -> tuple[float, int, float]:
@@ -386,13 +396,23 @@ def main(argv=None) -> dict:
     if args.skip_hf:
         print("sample (HF generate)  skipped (--skip-hf)", flush=True)
     else:
-        hf, note = bench_hf(cfg, prompts, args.new_tokens, args.seed, device, args.iters)
-        if hf is None:
+        run_hf, note = bench_hf(cfg, prompts, args.new_tokens, args.seed, device)
+        if run_hf is None:
             print(f"sample (HF generate)  {note}", flush=True)
         else:
-            ratio = cached / hf
+            torch.manual_seed(args.seed)
+            model = GPT(cfg).to(device).eval()
+
+            def run_ours():
+                generate(model, prompts, args.new_tokens, temperature=1.0, batch_size=args.batch,
+                         generator=torch.Generator(device=device).manual_seed(args.seed))
+            run_ours()  # warm-up
+            ours_s, hf_s = interleaved_seconds([run_ours, run_hf], device, max(args.iters, 5))
+            n_tok = len(prompts) * args.new_tokens
+            hf, ratio = n_tok / hf_s, hf_s / ours_s
             print(f"sample (HF generate)  {fmt(hf, ' tok/s'):>16} | {note}, same size, batch and "
-                  f"precision | ours (KV cache) is {ratio:.2f}x HF", flush=True)
+                  f"precision | ours, timed in turn with it: {fmt(n_tok / ours_s, ' tok/s')}, "
+                  f"{ratio:.2f}x HF", flush=True)
     res.update(sample_tok_s_hf=hf, hf_ratio=ratio)
 
     # 6. peak memory

@@ -71,7 +71,7 @@ def autocast(device: torch.device):
 
 def rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """Rotary position embedding: rotate channel pairs (x[2i], x[2i+1]) by position-dependent
-    angles, done as one complex multiply. x (B, nh, T, hs); freqs (B, 1, T, hs/2) complex,
+    angles, done as one complex multiply. x (B, T, heads, hs); freqs (B, T, 1, hs/2) complex,
     e^{i * pos * theta_i}."""
     xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, nh, T, hs/2)
     return torch.view_as_real(xc * freqs).flatten(-2).type_as(x)
@@ -130,11 +130,10 @@ class Block(nn.Module):
 
     def forward(self, x, freqs, mask, cache, layer):
         B, T, C = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        qk, v = self.qkv(self.ln1(x)).split((2 * C, C), dim=2)
+        qk = rotary(qk.view(B, T, 2 * self.n_head, C // self.n_head), freqs)  # q, k together
+        q, k = qk.transpose(1, 2).split(self.n_head, dim=1)  # (B, nh, T, hs) each
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        q, k = rotary(q, freqs), rotary(k, freqs)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, t0 + T, hs)
         y = attention(q, k, v, mask)  # (B, nh, T, hs)
@@ -188,7 +187,7 @@ class GPT(nn.Module):
             pos = torch.arange(t0, t0 + T, device=idx.device).expand(B, T)
         if mask is None and t0 > 0:  # causal over the cached keys too (SDPA's is_causal is not)
             mask = torch.ones(T, t0 + T, dtype=torch.bool, device=idx.device).tril(t0)
-        freqs = self.freqs[pos].unsqueeze(1)  # (B, 1, T, hs/2)
+        freqs = self.freqs[pos].unsqueeze(2)  # (B, T, 1, hs/2)
         x = self.wte(idx)  # (B, T, C)
         for layer, block in enumerate(self.blocks):
             x = block(x, freqs, mask, cache, layer)
@@ -318,7 +317,7 @@ def _prompt_mask(lengths: torch.Tensor, T: int, total: int) -> tuple:
     return pos, mask.unsqueeze(1), key_valid
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
              num_samples: int = 1, generator: torch.Generator | None = None,
              stop_id: int | None = None, pad_id: int = 0, batch_size: int = 256,
