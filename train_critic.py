@@ -34,7 +34,8 @@ from common import (UserError, add_round_args, args_dict, friendly_errors, load_
                     save_torch, update_results)
 from dapo import (balanced_pick, complete, critic_loss, max_solution_tokens, mc_value,
                   prefix_states)
-from data import EOT_ID, NL_ID, Problem, TaskConfig, TrainProblems, decode, encode, verify
+from data import (EOT_ID, NL_ID, Problem, TaskConfig, TrainProblems, decode, encode,
+                  parse_prompt, verify)
 from model import autocast, generate, pack, pick_device, state_values
 
 ROLLOUT_OFFSET = 10_000_000  # DAPO's training problems: train indices from here, per round
@@ -308,6 +309,34 @@ def first_error_signal(data: dict, values: torch.Tensor, heldout: torch.Tensor) 
             "v_before_correct": mean(right, 0), "v_after_correct": mean(right, 1)}
 
 
+def reference_predictors(states, mc, problems, state_problem, tr_idx, ho_idx) -> dict:
+    """Two yardsticks for the critic's held-out Brier score; neither is a critic.
+
+    by_depth: predicts the mean MC of the training states that have taken as many steps.
+    error_aware: also knows, from the verifier (privileged: a critic only sees text), whether
+    an earlier line of the state is wrong, and predicts the mean MC of the training states with
+    the same (steps, earlier line wrong). It shows how much of V is "has it already slipped",
+    the judgement a critic must learn from the text alone to reach it.
+    """
+    keys = []
+    for s, pi in zip(states, state_problem):
+        nl = [i for i, t in enumerate(s) if t == NL_ID]  # nl[0] ends the prompt
+        depth = len(nl) - 1
+        ok = verify(problems[pi], decode(s[nl[0] + 1:])).line_ok[:depth] if depth else []
+        keys.append((depth, not all(ok)))
+    out = {}
+    for name, key in (("by_depth", lambda k: k[0]), ("error_aware", lambda k: k)):
+        sums: dict = {}
+        for i in tr_idx:
+            t = sums.setdefault(key(keys[i]), [0.0, 0])
+            t[0], t[1] = t[0] + float(mc[i]), t[1] + 1
+        fallback = float(mc[tr_idx].mean())
+        pred = torch.tensor([sums[key(keys[i])][0] / sums[key(keys[i])][1]
+                             if key(keys[i]) in sums else fallback for i in ho_idx])
+        out[f"brier_{name}"] = float(((pred - mc[ho_idx]) ** 2).mean())
+    return out
+
+
 def main(argv=None):
     args = get_args(argv)
     device = pick_device(args.device)
@@ -402,10 +431,17 @@ def main(argv=None):
     brier, brier_c = float(((v_ho - mc_ho) ** 2).mean()), float(((const - mc_ho) ** 2).mean())
     cal = calibration(v_ho, mc_ho)
     sig = first_error_signal(data, v_all, heldout)
+    ref = reference_predictors(states, mc, [parse_prompt(p) for p in data["problems"]],
+                               data["state_problem"].tolist(), tr_idx, ho_idx)
     print(f"\ncritic on {len(ho_idx)} held-out states ({len(held_prob)} held-out problems):")
     print(f"  BCE   {bce:.4f}  (constant predictor {bce_c:.4f})")
     print(f"  Brier {brier:.4f}  (constant predictor {brier_c:.4f}; ratio "
           f"{brier / max(brier_c, 1e-12):.2f})")
+    rd, re_ = (ref[k] / max(brier_c, 1e-12) for k in ("brier_by_depth", "brier_error_aware"))
+    print(f"  yardsticks, not critics: the mean MC of training states with as many steps taken,"
+          f" Brier {ref['brier_by_depth']:.4f} (ratio {rd:.2f}); the same when also told by the "
+          f"verifier whether an earlier line is wrong, {ref['brier_error_aware']:.4f} (ratio "
+          f"{re_:.2f})")
     print("  calibration:  bin       n   mean V  mean MC")
     for r in cal:
         print(f"               {r['bin']}  {r['n']:4d}   {r['mean_v']:.3f}   {r['mean_mc']:.3f}")
@@ -415,7 +451,7 @@ def main(argv=None):
     plot_calibration(cal, run_dir / f"critic_{args.round}_calibration.png")
     wall = time.time() - t_start
     record = {"heldout": {"bce": bce, "bce_const": bce_c, "brier": brier,
-                          "brier_const": brier_c, "n_states": len(ho_idx),
+                          "brier_const": brier_c, **ref, "n_states": len(ho_idx),
                           "calibration": cal, **sig},
               "states": len(states), "train_states": len(tr_idx), "mean_mc": float(mc.mean()),
               "gen_accuracy": data["gen_accuracy"],

@@ -64,7 +64,8 @@ def test_critic_and_actor_smoke(sft_dir, tmp_path, capsys):
     d = tmp_path / "run"
     shutil.copytree(sft_dir[0], d)
     rec = train_critic.main(["--run-dir", str(d)] + CRITIC)
-    assert {"bce", "bce_const", "brier", "brier_const", "calibration"} <= set(rec["heldout"])
+    assert {"bce", "bce_const", "brier", "brier_const", "calibration", "brier_by_depth",
+            "brier_error_aware"} <= set(rec["heldout"])
     data = torch.load(d / "rollouts_1.pt", weights_only=True)
     assert data["rewards"].shape[1] == 3
     assert torch.equal(data["mc"], data["rewards"].mean(1))
@@ -208,3 +209,20 @@ def test_script_error_has_no_traceback(tmp_path):
                         "--beta", "-1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and r.stderr.startswith("error: --beta")
+
+
+def test_reference_predictors_on_a_hand_example():
+    """Guards against the critic report's yardsticks grouping states by the wrong key: the
+    depth-only predictor must average over all states with as many steps, the error-aware one
+    only over those that share whether an earlier line is wrong (verifier's per-step truth)."""
+    from data import Problem, encode
+    p = Problem(3, (("+", 4), ("*", 2)))  # Q: 3+4*2 -> 3+4=7, 7*2=14
+    prompt = encode(p.prompt)
+    states = [prompt, prompt + encode("3+4=7\n"), prompt + encode("3+4=8\n"),  # train
+              prompt + encode("3+4=7\n"), prompt + encode("3+4=9\n")]  # held out
+    mc = torch.tensor([0.4, 0.9, 0.1, 0.7, 0.2])
+    ref = train_critic.reference_predictors(states, mc, [p], [0] * 5, [0, 1, 2], [3, 4])
+    # by depth: both held-out states have taken 1 step -> predict mean(0.9, 0.1) = 0.5
+    assert ref["brier_by_depth"] == pytest.approx(((0.5 - 0.7) ** 2 + (0.5 - 0.2) ** 2) / 2)
+    # error-aware: the right line predicts 0.9, the wrong one 0.1
+    assert ref["brier_error_aware"] == pytest.approx(((0.9 - 0.7) ** 2 + (0.1 - 0.2) ** 2) / 2)
