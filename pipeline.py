@@ -99,6 +99,22 @@ def summarize(run_dirs: list[str]) -> str:
     total = ms([sum(t.values()) for _, t in runs])
     rows.append(f"total wall time {total[0]:.0f} ± {total[1]:.0f} s (a dapo_R row includes its "
                 "critic stage)")
+    rows += ["", "critic and advantages, mean ± std: held-out Brier / constant predictor's for "
+             "the critic and", "two yardsticks (critic_R.heldout); states kept by the gap filter; "
+             "A ranks a right step", "above a wrong sibling (dapo_R.filter)",
+             f"{'round':8s} {'critic':>12s} {'by steps':>12s} {'err-aware':>12s} "
+             f"{'kept %':>12s} {'rank acc %':>12s}"]
+    for st in stages[1:]:
+        crit = [r.get(st.replace("dapo", "critic"), {}).get("heldout", {}) for r, _ in runs]
+        cells = []
+        for key in ("brier", "brier_by_depth", "brier_error_aware"):
+            xs = [h[key] / h["brier_const"] for h in crit if key in h and h["brier_const"] > 0]
+            cells.append(f"{ms(xs)[0]:5.2f} ± {ms(xs)[1]:4.2f}" if xs else "-")
+        for key in ("kept_state_frac", "sibling_rank_acc"):
+            xs = [100 * r[st]["filter"][key] for r, _ in runs
+                  if r[st].get("filter", {}).get(key) is not None]
+            cells.append(f"{ms(xs)[0]:5.1f} ± {ms(xs)[1]:4.1f}" if xs else "-")
+        rows.append(f"{st:8s} {' '.join(f'{c:>12s}' for c in cells)}")
     try:
         import matplotlib
         matplotlib.use("Agg")

@@ -130,8 +130,9 @@ def test_pipeline_smoke(tmp_path, capsys):
     pipeline.main(["--summarize", str(d), str(d)])
     out = capsys.readouterr().out
     assert "2 runs" in out and "± " in out
-    assert [ln.split()[0] for ln in out.splitlines() if ln.startswith("dapo_")] == \
-        ["dapo_1", "dapo_2"]
+    rows = [ln.split() for ln in out.splitlines() if ln.startswith("dapo_")]
+    assert [r[0] for r in rows] == ["dapo_1", "dapo_2"] * 2  # accuracy, then critic diagnostics
+    assert all(len(r) == 1 + 5 * 3 for r in rows[2:]), rows[2:]  # 5 cells "m ± sd", none "-"
 
 
 @pytest.mark.parametrize("argv, phrase", [
