@@ -73,7 +73,7 @@ def rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """Rotary position embedding: rotate channel pairs (x[2i], x[2i+1]) by position-dependent
     angles, done as one complex multiply. x (B, T, heads, hs); freqs (B, T, 1, hs/2) complex,
     e^{i * pos * theta_i}."""
-    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, nh, T, hs/2)
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, T, heads, hs/2)
     return torch.view_as_real(xc * freqs).flatten(-2).type_as(x)
 
 
