@@ -76,8 +76,8 @@ def step_spans(tokens: list[int]) -> list[tuple[int, int]]:
     """Token spans [start, end) of the steps of a response. A step ends with its "\\n" token,
     which belongs to the step (PAPER.md §6); a trailing piece without one is a last step.
 
-        >>> step_spans(encode("1+2=3\\nA: 3\\n"))
-        [(0, 6), (6, 11)]
+        >>> step_spans(encode("1+2=3\\nA: 3*4=12\\n"))
+        [(0, 6), (6, 16)]
     """
     spans, start = [], 0
     for i, t in enumerate(tokens):
@@ -99,8 +99,9 @@ def prefix_states(prompt: list[int], response: list[int]) -> list[list[int]]:
     followed by the first t steps, for t = 1 .. (number of steps - 1). s_t = x + a_0 + ... +
     a_{t-1}; the finished response itself is terminal, not a state to act in.
 
-        >>> [decode(s) for s in prefix_states(encode("Q: 1+2\\n"), encode("1+2=3\\nA: 3\\n"))]
-        ['Q: 1+2\\n', 'Q: 1+2\\n1+2=3\\n']
+        >>> prompt, response = encode("Q: 1+2*4\\n"), encode("1+2=3\\nA: 3*4=12\\n")
+        >>> [decode(s) for s in prefix_states(prompt, response)]
+        ['Q: 1+2*4\\n', 'Q: 1+2*4\\n1+2=3\\n']
     """
     spans = step_spans(response)
     return [prompt + response[:spans[t][0]] for t in range(len(spans))]
@@ -220,10 +221,11 @@ if __name__ == "__main__":  # a hand-sized walk through the method, no model nee
             v = int(lines[-1].split("=")[1]) if lines else problem.start
             for _ in range(K):
                 text, w = "", v
-                for op, y in problem.ops[len(lines):]:
+                for i, (op, y) in enumerate(problem.ops[len(lines):], len(lines)):
                     r = OPS[op](w, y) + (rng.random() < eps)
-                    text, w = text + f"{w}{op}{y}={r}\n", r
-                out.append(encode(text + f"A: {w}\n"))
+                    mark = "A: " if i == len(problem.ops) - 1 else ""  # the last step answers
+                    text, w = text + f"{mark}{w}{op}{y}={r}\n", r
+                out.append(encode(text))
         return out
     states = prefix_states(prompt, response)
     conts, rewards = complete(scripted, states, [problem] * len(states), K=200)

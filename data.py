@@ -1,13 +1,16 @@
 """The synthetic task: multi-step left-to-right arithmetic, its tokenizer and its verifier.
 
 A problem is a chain of operations evaluated strictly left to right (no operator precedence).
-The solution writes one step per line and ends with a final-answer line:
+The solution writes one step per line; the last step is the final-answer line, marked "A: ":
 
     Q: 47+38-19*3          <- the prompt (its line ends with "\\n")
     47+38=85               <- step 1
     85-19=66               <- step 2
-    66*3=198               <- step 3
-    A: 198                 <- the final answer, then <|endoftext|>
+    A: 66*3=198            <- step 3, whose result is the final answer; then <|endoftext|>
+
+The answer is written by the last computation itself, not copied onto a line of its own: so the
+step that finishes a solution is a real step, and DAPO's terminal rule (a finished solution is
+valued by the verifier's reward, PAPER.md §6) judges it exactly.
 
 Encoded with the character-level tokenizer below, "\\n" is exactly one token (id 10), so a step
 is a token span by construction:
@@ -113,12 +116,14 @@ class Problem:
 
     @property
     def solution(self) -> str:
-        """The correct solution: one line per step, the answer line; every line ends in "\\n"."""
+        """The correct solution: one line per step, the last one marked "A: "; every line ends
+        in "\\n"."""
         lines, v = [], self.start
         for (op, y), nxt in zip(self.ops, self.values()):
             lines.append(f"{v}{op}{y}={nxt}")
             v = nxt
-        return "".join(line + "\n" for line in lines) + f"A: {v}\n"
+        lines[-1] = "A: " + lines[-1]
+        return "".join(line + "\n" for line in lines)
 
 
 def make_problem(rng: random.Random, n_steps: int, cfg: TaskConfig) -> Problem:
@@ -197,8 +202,7 @@ class TrainProblems:
 
 # ----------------------------------------------------------------------------- verifier
 
-_STEP = re.compile(r"(-?[0-9]{1,9})([+\-*])([0-9]{1,6})=(-?[0-9]{1,9})")
-_ANSWER = re.compile(r"A: (-?[0-9]{1,9})")
+_STEP = re.compile(r"(A: )?(-?[0-9]{1,9})([+\-*])([0-9]{1,6})=(-?[0-9]{1,9})")
 _QUESTION = re.compile(r"Q: ([0-9]{1,6})((?:[+\-*][0-9]{1,6}){1,32})\n?")
 
 
@@ -224,12 +228,12 @@ def split_lines(response: str) -> list[str]:
 def verify(problem: Problem, response: str) -> Verdict:
     """Score a response to `problem`. Never raises.
 
-    reward: 1.0 iff the response has exactly one line per operation, then the line
-    "A: <the true answer>", and nothing after it.
-    line_ok[i], the per-step truth, checks line i *locally*: step line i must read
-    "a<op>b=c" with a the previous line's written result (the start value for i = 0), op and b
-    the problem's i-th operation, and c = a op b computed exactly; the answer line must copy the
-    last written result. So a solution with one slip has exactly one False, at the slip.
+    reward: 1.0 iff the response has exactly one line per operation, the last one marked
+    "A: " and giving the true answer as its result, and nothing after it.
+    line_ok[i], the per-step truth, checks line i *locally*: it must read "a<op>b=c" (with the
+    "A: " mark exactly on the last operation's line) with a the previous line's written result
+    (the start value for i = 0), op and b the problem's i-th operation, and c = a op b computed
+    exactly. So a solution with one slip has exactly one False, at the slip.
     """
     try:
         lines = split_lines(response)
@@ -237,28 +241,26 @@ def verify(problem: Problem, response: str) -> Verdict:
         expected: list[str] = []
         prev, answer = problem.start, None
         n = len(problem.ops)
-        for i, line in enumerate(lines + [""] * max(0, n + 1 - len(lines))):
-            if i < n:
-                op, y = problem.ops[i]
-                expected.append(f"{prev}{op}{y}={OPS[op](prev, y)}")
-                m = _STEP.fullmatch(line) if i < len(lines) else None
-                good = False
-                if m:
-                    a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
-                    good = (a, op, b) == (prev, *problem.ops[i]) and c == OPS[op](a, b)
-                    prev = c
-                ok.append(good)
-            elif i == n:
-                expected.append(f"A: {prev}")
-                m = _ANSWER.fullmatch(line) if i < len(lines) else None
-                if m:
-                    answer = int(m[1])
-                ok.append(bool(m) and answer == prev)
-            else:
+        for i, line in enumerate(lines + [""] * max(0, n - len(lines))):
+            if i >= n:
                 expected.append("")  # nothing may follow the answer line
                 ok.append(False)
+                continue
+            op, y = problem.ops[i]
+            last = i == n - 1
+            expected.append(("A: " if last else "") + f"{prev}{op}{y}={OPS[op](prev, y)}")
+            m = _STEP.fullmatch(line) if i < len(lines) else None
+            good = False
+            if m:
+                a, op, b, c = int(m[2]), m[3], int(m[4]), int(m[5])
+                good = ((a, op, b) == (prev, *problem.ops[i]) and c == OPS[op](a, b)
+                        and bool(m[1]) == last)
+                prev = c
+                if last and m[1]:
+                    answer = c
+            ok.append(good)
         # (missing lines were padded with "" above: they count as errors where they were due)
-        reward = float(len(lines) == n + 1 and answer is not None and answer == problem.answer)
+        reward = float(len(lines) == n and answer is not None and answer == problem.answer)
         first = next((i for i, g in enumerate(ok) if not g), None)
         return Verdict(reward, ok, first, answer, expected)
     except Exception:  # pragma: no cover - defensive: garbage must never crash a rollout

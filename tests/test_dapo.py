@@ -19,16 +19,16 @@ def test_step_spans_are_token_exact():
     concatenate back to the response exactly."""
     resp = encode(PROB.solution)
     spans = step_spans(resp)
-    assert spans == [(0, 9), (9, 18), (18, 27), (27, 34)]
+    assert spans == [(0, 9), (9, 18), (18, 30)]
     steps = split_steps(resp)
-    assert [decode(s) for s in steps] == ["47+38=85\n", "85-19=66\n", "66*3=198\n", "A: 198\n"]
+    assert [decode(s) for s in steps] == ["47+38=85\n", "85-19=66\n", "A: 66*3=198\n"]
     assert all(s[-1] == NL_ID and s.count(NL_ID) == 1 for s in steps)
     assert sum(steps, []) == resp
 
 
 def test_unfinished_last_step_is_kept():
     """Guards against dropping a truncated last line (an action with no closing "\\n")."""
-    assert [decode(s) for s in split_steps(encode("1+2=3\nA: "))] == ["1+2=3\n", "A: "]
+    assert [decode(s) for s in split_steps(encode("1+2=3\nA: 3*"))] == ["1+2=3\n", "A: 3*"]
     assert split_steps([]) == []
 
 
@@ -37,7 +37,7 @@ def test_prefix_states_include_bare_prompt_and_exclude_terminal():
     (terminal, nothing left to act on) to the state set."""
     prompt, resp = encode(PROB.prompt), encode(PROB.solution)
     states = prefix_states(prompt, resp)
-    assert len(states) == 4
+    assert len(states) == 3
     assert states[0] == prompt
     assert decode(states[2]) == PROB.prompt + "47+38=85\n85-19=66\n"
     for t, s in enumerate(states):  # s_t = x + a_0 + ... + a_{t-1}, token for token
@@ -46,11 +46,11 @@ def test_prefix_states_include_bare_prompt_and_exclude_terminal():
 
 def test_first_step_and_terminal_rule():
     """Guards against a wrong action boundary or a wrong terminal test: the action ends at the
-    first "\\n"; the answer line and a line that never ends are terminal, a step is not."""
+    first "\\n"; the answer step and a line that never ends are terminal, a step is not."""
     assert decode(first_step(encode("85-19=66\n66*3=198\n"))) == "85-19=66\n"
     assert first_step(encode("12")) == encode("12")
     assert not is_terminal(encode("85-19=66\n"))
-    assert is_terminal(encode("A: 198\n"))
+    assert is_terminal(encode("A: 66*3=198\n"))
     assert is_terminal(encode("85-1") + [EOT_ID])
     assert is_terminal([])
 
@@ -111,11 +111,11 @@ def test_build_pairs_applies_terminal_rule_and_filters():
     from train_actor import build_pairs
     from train_critic import flat
 
-    p = Problem(5, (("+", 3),))  # "Q: 5+3\n", solution "5+3=8\nA: 8\n"
+    p = Problem(5, (("+", 3), ("*", 2)))  # "Q: 5+3*2\n", solution "5+3=8\nA: 8*2=16\n"
     s0 = encode(p.prompt)
     s1 = s0 + encode("5+3=8\n")
-    conts = [encode("5+3=8\nA: 8\n") + [EOT_ID], encode("5+3=9\nA: 9\n") + [EOT_ID],
-             encode("A: 8\n") + [EOT_ID], encode("A: 7\n") + [EOT_ID]]
+    conts = [encode("5+3=8\nA: 8*2=16\n") + [EOT_ID], encode("5+3=9\nA: 9*2=18\n") + [EOT_ID],
+             encode("A: 8*2=16\n") + [EOT_ID], encode("A: 8*2=17\n") + [EOT_ID]]
 
     class FakeCritic(torch.nn.Module):  # V(s∘a) = 0.9 if the step is right, else 0.1
         def __init__(self):
@@ -137,7 +137,7 @@ def test_build_pairs_applies_terminal_rule_and_filters():
     g0, g1 = groups
     assert g0["adv"] == pytest.approx([0.4, -0.4], abs=1e-3)  # 0.9 / 0.1 around mean 0.5
     assert g1["adv"] == pytest.approx([0.5, -0.5])  # terminal: verifier rewards 1 and 0
-    assert decode(g1["actions"][0]) == "A: 8\n"
+    assert decode(g1["actions"][0]) == "A: 8*2=16\n"
     assert stats["sibling_pairs"] == 2 and stats["sibling_rank_acc"] == 1.0
     _, stats = build_pairs(data, FakeCritic(), threshold=0.95)
     assert stats["kept_states"] == 1  # only the exact terminal gap (1.0) survives
@@ -147,8 +147,8 @@ def test_build_pairs_applies_terminal_rule_and_filters():
 
 def scripted_policy(eps: float, rng: random.Random):
     """A policy with a known per-step error rate: each remaining step line is right (from the
-    value written so far) with probability 1 - eps, else off by one; the answer line copies the
-    last written value. So V(s) = (1 - eps) ** (steps left) if s has no error yet, else 0."""
+    value written so far) with probability 1 - eps, else off by one; the last one is marked
+    "A: ". So V(s) = (1 - eps) ** (steps left) if s has no error yet, else 0."""
     from data import parse_prompt
 
     def sample(states, K):
@@ -161,11 +161,11 @@ def scripted_policy(eps: float, rng: random.Random):
             v = int(done[-1].split("=")[1]) if done else prob.start
             for _ in range(K):
                 lines, w = [], v
-                for op, y in prob.ops[len(done):]:
+                for i, (op, y) in enumerate(prob.ops[len(done):], len(done)):
                     r = OPS[op](w, y) + (1 if rng.random() < eps else 0)
-                    lines.append(f"{w}{op}{y}={r}")
+                    lines.append(("A: " if i == len(prob.ops) - 1 else "") + f"{w}{op}{y}={r}")
                     w = r
-                out.append(encode("".join(x + "\n" for x in lines) + f"A: {w}\n") + [EOT_ID])
+                out.append(encode("".join(x + "\n" for x in lines)) + [EOT_ID])
         return out
     return sample
 
@@ -178,27 +178,26 @@ def test_mc_estimate_matches_closed_form_within_binomial_ci():
     eps, K = 0.2, 400
     p = Problem(31, (("+", 12), ("*", 3), ("-", 40), ("+", 7)))
     resp = encode(p.solution)
-    states = prefix_states(encode(p.prompt), resp)  # t = 0 .. 4 steps done
+    states = prefix_states(encode(p.prompt), resp)  # t = 0 .. 3 steps done
     slipped = encode(p.prompt + "31+12=44\n")  # a wrong first step: V = 0
     conts, rewards = complete(scripted_policy(eps, random.Random(0)), states + [slipped],
-                              [p] * 6, K)
+                              [p] * 5, K)
     mc = mc_value(rewards)
-    assert rewards.shape == (6, K) and len(conts) == 6 * K
-    for t in range(5):
+    assert rewards.shape == (5, K) and len(conts) == 5 * K
+    for t in range(4):
         v = (1 - eps) ** (4 - t)
         half = 4 * math.sqrt(max(v * (1 - v), 1e-12) / K)
         assert abs(mc[t].item() - v) <= half + 1e-9, (t, mc[t].item(), v)
-    assert mc[4].item() == 1.0  # only the answer line is left, copied exactly
-    assert mc[5].item() == 0.0
+    assert mc[4].item() == 0.0
 
 
 def test_verify_scores_the_state_plus_continuation():
     """Guards against scoring the continuation alone: the reward is of the whole response."""
     prefix = encode(PROB.prompt + "47+38=85\n")
-    _, r = complete(lambda st, K: [encode("85-19=66\n66*3=198\nA: 198\n")] * K, [prefix],
+    _, r = complete(lambda st, K: [encode("85-19=66\nA: 66*3=198\n")] * K, [prefix],
                     [PROB], 2)
     assert r.tolist() == [[1.0, 1.0]]
-    assert verify(PROB, "85-19=66\n66*3=198\nA: 198\n").reward == 0.0
+    assert verify(PROB, "85-19=66\nA: 66*3=198\n").reward == 0.0
 
 
 def test_critic_examples_targets_by_hand():
@@ -209,6 +208,7 @@ def test_critic_examples_targets_by_hand():
 
     s0 = encode("Q: 5+3\n")  # 7 tokens, last index 6
     conts = [encode("5+3=8\nA: 8\n") + [EOT_ID], encode("5+3=9\nA: 9\n") + [EOT_ID]]
+    # (critic_examples reads only token positions and rewards, so any two-line text will do)
     mc, rewards = torch.tensor([0.5]), torch.tensor([[1.0, 0.0]])
     ex = critic_examples([s0], conts, mc, rewards, [0], "continuations")
     assert [e[1] for e in ex] == [[(6, 0.5), (12, 1.0)], [(6, 0.5), (12, 0.0)]]

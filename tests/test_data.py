@@ -14,7 +14,7 @@ from data import (EOT, EOT_ID, NL_ID, VOCAB_SIZE, Problem, TaskConfig, TrainProb
 
 # A hand-worked problem (the module docstring's example).
 HAND = Problem(47, (("+", 38), ("-", 19), ("*", 3)))
-HAND_SOLUTION = "47+38=85\n85-19=66\n66*3=198\nA: 198\n"
+HAND_SOLUTION = "47+38=85\n85-19=66\nA: 66*3=198\n"
 
 # A task so small that random draws collide often: 1 step, few operands (~1.6k problems).
 SMALL = TaskConfig(min_steps=1, max_steps=1, ood_steps=2, add_max=9, mul_max=3)
@@ -127,22 +127,23 @@ def test_hand_worked_problem():
 def test_solution_format_and_value_range():
     """Guards against solutions that break the one-step-per-line format (the step splitter
     relies on it) or leave [0, max_value]: every line ends in "\\n", step i reads
-    "<prev><op><operand>=<value>", the last line is "A: <answer>"."""
+    "<prev><op><operand>=<value>", and the last step's line is marked "A: " (its value is the
+    answer)."""
     cfg = TaskConfig()
     for p in some_problems():
         sol = p.solution
         assert sol.endswith("\n") and "\n\n" not in sol
         lines = sol.split("\n")[:-1]
-        assert len(lines) == len(p.ops) + 1
+        assert len(lines) == len(p.ops)
         prev = p.start
         assert 10 <= p.start <= 99
-        for line, (op, y), v in zip(lines, p.ops, p.values()):
-            assert line == f"{prev}{op}{y}={v}"
+        for i, (line, (op, y), v) in enumerate(zip(lines, p.ops, p.values())):
+            assert line == ("A: " if i == len(p.ops) - 1 else "") + f"{prev}{op}{y}={v}"
             assert 0 <= v <= cfg.max_value
             assert 2 <= y <= (cfg.add_max if op in "+-" else cfg.mul_max)
             prev = v
-        assert lines[-1] == f"A: {p.answer}"
-        assert encode(sol).count(NL_ID) == len(p.ops) + 1
+        assert lines[-1].startswith("A: ") and lines[-1].endswith(f"={p.answer}")
+        assert encode(sol).count(NL_ID) == len(p.ops)
 
 
 @pytest.mark.parametrize("cfg", [
@@ -172,21 +173,32 @@ def test_verify_correct_solution():
     for p in [HAND] + some_problems():
         v = verify(p, p.solution)
         assert v.reward == 1.0
-        assert v.line_ok == [True] * (len(p.ops) + 1)
+        assert v.line_ok == [True] * len(p.ops)
         assert v.first_error is None and v.n_wrong == 0
         assert v.answer == p.answer
 
 
 def test_verify_wrong_final_answer():
-    """Guards against rewarding a wrong answer: steps right but "A: <answer+1>" gives reward 0
-    and exactly the answer line is flagged."""
+    """Guards against rewarding a wrong answer: earlier steps right but the answer line's
+    result off by one gives reward 0 and exactly the answer line is flagged."""
     for p in [HAND] + some_problems()[:50]:
-        bad = p.solution.replace(f"A: {p.answer}\n", f"A: {p.answer + 1}\n")
+        bad = p.solution[:-len(f"={p.answer}\n")] + f"={p.answer + 1}\n"
         v = verify(p, bad)
         n = len(p.ops)
         assert v.reward == 0.0
-        assert v.line_ok == [True] * n + [False]
-        assert v.first_error == n and v.n_wrong == 1 and v.answer == p.answer + 1
+        assert v.line_ok == [True] * (n - 1) + [False]
+        assert v.first_error == n - 1 and v.n_wrong == 1 and v.answer == p.answer + 1
+
+
+def test_verify_answer_mark_only_on_the_last_step():
+    """Guards against a verifier that ignores the "A: " mark: a right last step without it, or a
+    right earlier step with it, is a wrong line; only the marked last step gives the answer."""
+    unmarked = "47+38=85\n85-19=66\n66*3=198\n"
+    v = verify(HAND, unmarked)
+    assert v.reward == 0.0 and v.answer is None and v.line_ok == [True, True, False]
+    early = "47+38=85\nA: 85-19=66\nA: 66*3=198\n"
+    v = verify(HAND, early)
+    assert v.reward == 1.0 and v.line_ok == [True, False, True]
 
 
 def with_slip(p: Problem, i: int, delta: int = 1) -> str:
@@ -195,9 +207,9 @@ def with_slip(p: Problem, i: int, delta: int = 1) -> str:
     lines, v = [], p.start
     for j, (op, y) in enumerate(p.ops):
         nxt = data.OPS[op](v, y) + (delta if j == i else 0)
-        lines.append(f"{v}{op}{y}={nxt}")
+        lines.append(("A: " if j == len(p.ops) - 1 else "") + f"{v}{op}{y}={nxt}")
         v = nxt
-    return "".join(line + "\n" for line in lines) + f"A: {v}\n"
+    return "".join(line + "\n" for line in lines)
 
 
 @pytest.mark.parametrize("i", [0, 1, 2])
@@ -205,13 +217,13 @@ def test_verify_single_slip_hand(i):
     """Guards against errors that propagate in the per-step truth: one slip whose later steps
     are computed from the wrong value is exactly one False, at the slip."""
     resp = with_slip(HAND, i)
-    expected = {0: "47+38=86\n86-19=67\n67*3=201\nA: 201\n",
-                1: "47+38=85\n85-19=67\n67*3=201\nA: 201\n",
-                2: "47+38=85\n85-19=66\n66*3=199\nA: 199\n"}[i]
+    expected = {0: "47+38=86\n86-19=67\nA: 67*3=201\n",
+                1: "47+38=85\n85-19=67\nA: 67*3=201\n",
+                2: "47+38=85\n85-19=66\nA: 66*3=199\n"}[i]
     assert resp == expected
     v = verify(HAND, resp)
     assert v.reward == 0.0
-    assert v.line_ok == [j != i for j in range(4)]
+    assert v.line_ok == [j != i for j in range(3)]
     assert v.first_error == i and v.n_wrong == 1
 
 
@@ -227,12 +239,12 @@ def test_verify_single_slip_random_problems():
 
 def test_verify_single_slip_through_negative_value():
     """Guards against the documented promise "a solution with one slip has exactly one False"
-    breaking when the slip makes a running value negative: 10-8=1, 1-2=-1, -1+5=4, A: 4."""
+    breaking when the slip makes a running value negative: 10-8=1, 1-2=-1, A: -1+5=4."""
     p = Problem(10, (("-", 8), ("-", 2), ("+", 5)))
     resp = with_slip(p, 0, delta=-1)
-    assert resp == "10-8=1\n1-2=-1\n-1+5=4\nA: 4\n"
+    assert resp == "10-8=1\n1-2=-1\nA: -1+5=4\n"
     v = verify(p, resp)
-    assert v.line_ok == [False, True, True, True]
+    assert v.line_ok == [False, True, True]
 
 
 def _garbage_cases():
@@ -246,10 +258,10 @@ def _garbage_cases():
         ("very long", "47+38=85\n" * 20000 + "x" * 100000),
         ("huge answer", "A: 99999999999999999"),
         ("huge answer nl", "A: 99999999999999999\n"),
-        ("huge step", "47+38=999999999999999999999\n" * 3 + "A: 999999999999999999999\n"),
+        ("huge step", "47+38=999999999999999999999\n" * 2 + "A: 9*9=999999999999999999999\n"),
         ("missing line", "\n".join(lines[:1] + lines[2:])),
         ("only answer", "A: 198\n"),
-        ("extra after answer", p.solution + "A: 198\n"),
+        ("extra after answer", p.solution + "A: 66*3=198\n"),
         ("blank after answer", p.solution + "\n"),
         ("newlines", "\n" * 10),
         ("crlf", p.solution.replace("\n", "\r\n")),
@@ -257,7 +269,7 @@ def _garbage_cases():
         ("prompt echoed", p.prompt + p.solution),
         ("unicode", "４７+３８=８５\n☃\n\ud7ff\n" + EOT),
         ("eot text", p.solution + EOT),
-        ("negative", "-47+38=-9\nA: -9\n"),
+        ("negative", "-47+38=-9\nA: -9+1=-8\n"),
     ]
 
 
@@ -267,30 +279,30 @@ def test_verify_garbage_never_raises(name, response):
     reward 0, at least one wrong line and a first_error."""
     v = verify(HAND, response)
     assert v.reward == 0.0
-    assert len(v.line_ok) >= len(HAND.ops) + 1
+    assert len(v.line_ok) >= len(HAND.ops)
     assert v.first_error is not None and v.n_wrong >= 1
     assert v.first_error == v.line_ok.index(False)
 
 
 def test_reward_is_the_outcome_line_ok_is_the_process():
-    """Guards against mixing the two signals: the reward is the final answer only (the right
-    "A: 198" on line n+1 earns 1 even after malformed steps), while line_ok flags every
+    """Guards against mixing the two signals: the reward is the final answer only (a last line
+    "A: ...=198" on line n earns 1 even after malformed steps), while line_ok flags every
     malformed step line."""
-    v = verify(HAND, HAND.solution.replace("=", " = "))
+    v = verify(HAND, "47 + 38 = 85\n85 - 19 = 66\nA: 66*3=198\n")
     assert v.reward == 1.0 and v.answer == 198
-    assert v.line_ok[:3] == [False, False, False]
-    v = verify(HAND, "47+38=999999999999999999999\n85-19=66\n66*3=198\nA: 198\n")
+    assert v.line_ok == [False, False, False]  # and "66" follows no written result
+    v = verify(HAND, "47+38=999999999999999999999\n85-19=66\nA: 66*3=198\n")
     assert v.reward == 1.0
-    assert v.line_ok == [False, False, True, True]
+    assert v.line_ok == [False, False, True]
 
 
 def test_verify_extra_lines_flagged_at_their_position():
     """Guards against ignoring text after the answer: the answer line stays ok but each extra
     line is False and the reward is 0."""
-    v = verify(HAND, HAND.solution + "A: 198\nbye\n")
+    v = verify(HAND, HAND.solution + "A: 66*3=198\nbye\n")
     assert v.reward == 0.0
-    assert v.line_ok == [True, True, True, True, False, False]
-    assert v.first_error == 4
+    assert v.line_ok == [True, True, True, False, False]
+    assert v.first_error == 3
 
 
 def test_verify_missing_lines_count_where_due():
@@ -298,7 +310,7 @@ def test_verify_missing_lines_count_where_due():
     lines are False where they were due."""
     v = verify(HAND, "47+38=85\n")
     assert v.reward == 0.0
-    assert v.line_ok == [True, False, False, False]
+    assert v.line_ok == [True, False, False]
     assert v.first_error == 1 and v.answer is None
 
 
