@@ -99,6 +99,15 @@ def summarize(run_dirs: list[str]) -> str:
     total = ms([sum(t.values()) for _, t in runs])
     rows.append(f"total wall time {total[0]:.0f} ± {total[1]:.0f} s (a dapo_R row includes its "
                 "critic stage)")
+    rows += ["", "change from sft in points, mean ± std over runs (each run against its own sft)",
+             f"{'stage':8s} {'val':>14s} {'test':>14s} {'ood':>14s}"]
+    for st in stages[1:]:
+        cells = []
+        for split in ("val", "test", "ood"):
+            m, sd = ms([100 * (r[st][split]["greedy_acc"] - r["sft"][split]["greedy_acc"])
+                        for r, _ in runs])
+            cells.append(f"{m:+6.1f} ± {sd:4.1f}")
+        rows.append(f"{st:8s} {' '.join(f'{c:>14s}' for c in cells)}")
     rows += ["", "critic and advantages, mean ± std: held-out Brier / constant predictor's for "
              "the critic and", "two yardsticks (critic_R.heldout); states kept by the gap filter; "
              "A ranks a right step", "above a wrong sibling (dapo_R.filter)",

@@ -131,8 +131,10 @@ def test_pipeline_smoke(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 runs" in out and "± " in out
     rows = [ln.split() for ln in out.splitlines() if ln.startswith("dapo_")]
-    assert [r[0] for r in rows] == ["dapo_1", "dapo_2"] * 2  # accuracy, then critic diagnostics
-    assert all(len(r) == 1 + 5 * 3 for r in rows[2:]), rows[2:]  # 5 cells "m ± sd", none "-"
+    # accuracy, change from sft, then critic diagnostics
+    assert [r[0] for r in rows] == ["dapo_1", "dapo_2"] * 3
+    assert all(len(r) == 1 + 3 * 3 for r in rows[2:4]), rows[2:4]  # 3 cells "m ± sd"
+    assert all(len(r) == 1 + 5 * 3 for r in rows[4:]), rows[4:]  # 5 cells "m ± sd", none "-"
 
 
 @pytest.mark.parametrize("argv, phrase", [
