@@ -196,20 +196,27 @@ def fmt(x: float | None, unit: str = "") -> str:
 # ----------------------------------------------------------------------------- measurements
 
 
-def bench_generate(model: GPT, prompts: list[list[int]], new_tokens: int, num_samples: int,
-                   use_cache: bool, batch: int, seed: int, device: torch.device, iters: int,
-                   warmup_tokens: int | None = None) -> float:
-    """Generated tokens per second of model.generate (prefill time included, prompt tokens not
-    counted). Warms up once (with warmup_tokens new tokens if given, to spare slow paths)."""
-    def run(n_new):
+def sampler(model: GPT, prompts: list[list[int]], new_tokens: int, num_samples: int,
+            use_cache: bool, batch: int, seed: int, device: torch.device):
+    """run(n_new) samples n_new tokens (default new_tokens) per row with model.generate at
+    temperature 1, no stop token, and checks that every row got exactly that many."""
+    def run(n_new: int = new_tokens) -> None:
         g = torch.Generator(device=device).manual_seed(seed)
         out = generate(model, prompts, n_new, temperature=1.0, num_samples=num_samples,
                        generator=g, batch_size=batch, use_cache=use_cache)
         if len(out) != len(prompts) * num_samples or any(len(r) != n_new for r in out):
             raise RuntimeError("generate returned the wrong number of tokens; nothing to time")
+    return run
 
+
+def bench_generate(model: GPT, prompts: list[list[int]], new_tokens: int, num_samples: int,
+                   use_cache: bool, batch: int, seed: int, device: torch.device, iters: int,
+                   warmup_tokens: int | None = None) -> float:
+    """Generated tokens per second of model.generate (prefill time included, prompt tokens not
+    counted). Warms up once (with warmup_tokens new tokens if given, to spare slow paths)."""
+    run = sampler(model, prompts, new_tokens, num_samples, use_cache, batch, seed, device)
     run(warmup_tokens or new_tokens)
-    seconds = median_seconds(lambda: run(new_tokens), device, iters)
+    seconds = median_seconds(run, device, iters)
     return len(prompts) * num_samples * new_tokens / seconds
 
 
@@ -403,9 +410,8 @@ def main(argv=None) -> dict:
             torch.manual_seed(args.seed)
             model = GPT(cfg).to(device).eval()
 
-            def run_ours():
-                generate(model, prompts, args.new_tokens, temperature=1.0, batch_size=args.batch,
-                         generator=torch.Generator(device=device).manual_seed(args.seed))
+            run_ours = sampler(model, prompts, args.new_tokens, 1, True, args.batch, args.seed,
+                               device)
             run_ours()  # warm-up
             ours_s, hf_s = interleaved_seconds([run_ours, run_hf], device, max(args.iters, 5))
             n_tok = len(prompts) * args.new_tokens

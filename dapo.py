@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from data import EOT_ID, NL_ID, Problem, Verdict, decode, encode, split_lines, verify
+from data import (EOT_ID, NL_ID, OPS, Problem, Verdict, decode, encode, parse_prompt,
+                  split_lines, verify)
 from model import GPT, generate
 
 # ----------------------------------------------------------------------------- evaluation
@@ -200,10 +201,32 @@ def complete(sample, states: list[list[int]], problems: list[Problem], K: int) -
     return conts, rewards
 
 
+def scripted_policy(eps: float, rng):
+    """A stand-in for pi_ref with a known per-step error rate, for tests and the walk-through
+    below: sample(states, K) continues each state K times, each remaining step line right (from
+    the value written so far) with probability 1 - eps, else off by one, the last one marked
+    "A: ", then <|endoftext|>. So V(s) = (1 - eps) ** (steps left) if s has no error yet, else 0.
+    """
+    def sample(states: list[list[int]], K: int) -> list[list[int]]:
+        out = []
+        for s in states:
+            prompt, rest = decode(s).split("\n", 1)
+            prob = parse_prompt(prompt + "\n")
+            done = [line for line in rest.split("\n") if line]
+            v = int(done[-1].split("=")[1]) if done else prob.start
+            for _ in range(K):
+                lines, w = [], v
+                for i, (op, y) in enumerate(prob.ops[len(done):], len(done)):
+                    r = OPS[op](w, y) + (1 if rng.random() < eps else 0)
+                    lines.append(("A: " if i == len(prob.ops) - 1 else "") + f"{w}{op}{y}={r}")
+                    w = r
+                out.append(encode("".join(x + "\n" for x in lines)) + [EOT_ID])
+        return out
+    return sample
+
+
 if __name__ == "__main__":  # a hand-sized walk through the method, no model needed
     import random as _random
-
-    from data import OPS
 
     problem = Problem(47, (("+", 38), ("-", 19), ("*", 3)))
     prompt, response = encode(problem.prompt), encode(problem.solution)
@@ -212,21 +235,8 @@ if __name__ == "__main__":  # a hand-sized walk through the method, no model nee
     for t, s in enumerate(prefix_states(prompt, response)):
         print(f"   state s_{t}: {decode(s)!r}")
 
-    eps, rng = 0.2, _random.Random(0)
-
-    def scripted(states, K):  # each remaining line right with prob 1 - eps, else off by one
-        out = []
-        for s in states:
-            lines = decode(s).split("\n")[1:-1]
-            v = int(lines[-1].split("=")[1]) if lines else problem.start
-            for _ in range(K):
-                text, w = "", v
-                for i, (op, y) in enumerate(problem.ops[len(lines):], len(lines)):
-                    r = OPS[op](w, y) + (rng.random() < eps)
-                    mark = "A: " if i == len(problem.ops) - 1 else ""  # the last step answers
-                    text, w = text + f"{mark}{w}{op}{y}={r}\n", r
-                out.append(encode(text))
-        return out
+    eps = 0.2
+    scripted = scripted_policy(eps, _random.Random(0))
     states = prefix_states(prompt, response)
     conts, rewards = complete(scripted, states, [problem] * len(states), K=200)
     print(f"2. MC(s_t) from K=200 continuations of a policy with a {eps:.0%} slip per step:")

@@ -305,7 +305,7 @@ def _sample(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor
 def _prompt_mask(lengths: torch.Tensor, T: int, total: int) -> tuple:
     """Positions (B, T) and attention mask (B, 1, T, total) for left-padded prompts of the
     given lengths, inside a key space of `total` columns whose first T are the prompt."""
-    B, dev = len(lengths), lengths.device
+    dev = lengths.device
     pad = (T - lengths).unsqueeze(1)  # (B, 1) pads on the left
     cols = torch.arange(total, device=dev)
     rows = torch.arange(T, device=dev)

@@ -84,14 +84,18 @@ def summarize(run_dirs: list[str]) -> str:
 
     def ms(xs):
         return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+    def cell(xs, spec: str, sd_spec: str = "4.1f") -> str:  # "mean ± std", "-" if no xs
+        if not xs:
+            return "-"
+        m, sd = ms(xs)
+        return f"{m:{spec}} ± {sd:{sd_spec}}"
     rows = [f"{len(runs)} runs, greedy accuracy mean ± std (n = {runs[0][0]['sft']['test']['n']} "
             "problems per split)",
             f"{'stage':8s} {'val':>14s} {'test':>14s} {'ood':>14s} {'wall s':>10s}"]
     for st in stages:
-        cells = []
-        for split in ("val", "test", "ood"):
-            m, sd = ms([100 * r[st][split]["greedy_acc"] for r, _ in runs])
-            cells.append(f"{m:6.1f} ± {sd:4.1f}")
+        cells = [cell([100 * r[st][split]["greedy_acc"] for r, _ in runs], "6.1f")
+                 for split in ("val", "test", "ood")]
         w = [t.get(st, 0.0) + (t.get(st.replace("dapo", "critic"), 0.0) if st != "sft" else 0)
              for _, t in runs]
         m, sd = ms(w)
@@ -102,11 +106,8 @@ def summarize(run_dirs: list[str]) -> str:
     rows += ["", "change from sft in points, mean ± std over runs (each run against its own sft)",
              f"{'stage':8s} {'val':>14s} {'test':>14s} {'ood':>14s}"]
     for st in stages[1:]:
-        cells = []
-        for split in ("val", "test", "ood"):
-            m, sd = ms([100 * (r[st][split]["greedy_acc"] - r["sft"][split]["greedy_acc"])
-                        for r, _ in runs])
-            cells.append(f"{m:+6.1f} ± {sd:4.1f}")
+        cells = [cell([100 * (r[st][split]["greedy_acc"] - r["sft"][split]["greedy_acc"])
+                       for r, _ in runs], "+6.1f") for split in ("val", "test", "ood")]
         rows.append(f"{st:8s} {' '.join(f'{c:>14s}' for c in cells)}")
     rows += ["", "critic and advantages, mean ± std: held-out Brier / constant predictor's for "
              "the critic and", "two yardsticks (critic_R.heldout); states kept by the gap filter; "
@@ -115,14 +116,12 @@ def summarize(run_dirs: list[str]) -> str:
              f"{'kept %':>12s} {'rank acc %':>12s}"]
     for st in stages[1:]:
         crit = [r.get(st.replace("dapo", "critic"), {}).get("heldout", {}) for r, _ in runs]
-        cells = []
-        for key in ("brier", "brier_by_depth", "brier_error_aware"):
-            xs = [h[key] / h["brier_const"] for h in crit if key in h and h["brier_const"] > 0]
-            cells.append(f"{ms(xs)[0]:5.2f} ± {ms(xs)[1]:4.2f}" if xs else "-")
-        for key in ("kept_state_frac", "sibling_rank_acc"):
-            xs = [100 * r[st]["filter"][key] for r, _ in runs
-                  if r[st].get("filter", {}).get(key) is not None]
-            cells.append(f"{ms(xs)[0]:5.1f} ± {ms(xs)[1]:4.1f}" if xs else "-")
+        cells = [cell([h[key] / h["brier_const"] for h in crit
+                       if key in h and h["brier_const"] > 0], "5.2f", "4.2f")
+                 for key in ("brier", "brier_by_depth", "brier_error_aware")]
+        cells += [cell([100 * r[st]["filter"][key] for r, _ in runs
+                        if r[st].get("filter", {}).get(key) is not None], "5.1f")
+                  for key in ("kept_state_frac", "sibling_rank_acc")]
         rows.append(f"{st:8s} {' '.join(f'{c:>12s}' for c in cells)}")
     try:
         import matplotlib

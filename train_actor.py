@@ -260,8 +260,8 @@ def main(argv=None):
     record = {s: {"greedy_acc": after[s]["acc"], "n": after[s]["n"],
                   "greedy_acc_before": before[s]} for s in ("val", "test", "ood")}
     record.update(filter=stats, train_time_s=train_time, wall_time_s=time.time() - t_start,
-                  beta=args.beta, lr=args.lr, last_log=log[-1] if log else {})
-    record["critic"] = args.critic
+                  beta=args.beta, lr=args.lr, last_log=log[-1] if log else {},
+                  critic=args.critic)
     update_results(run_dir, f"dapo_{args.round}{suffix}", record)
     print(f"actor stage done in {time.time() - t_start:.0f} s; "
           f"results.json['dapo_{args.round}{suffix}'] written")

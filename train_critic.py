@@ -34,8 +34,7 @@ from common import (UserError, add_round_args, args_dict, friendly_errors, load_
                     save_torch, update_results)
 from dapo import (balanced_pick, complete, critic_loss, max_solution_tokens, mc_value,
                   prefix_states)
-from data import (EOT_ID, NL_ID, Problem, TaskConfig, TrainProblems, decode, encode,
-                  parse_prompt, verify)
+from data import EOT_ID, NL_ID, Problem, TaskConfig, TrainProblems, decode, encode, verify
 from model import autocast, generate, pack, pick_device, state_values
 
 ROLLOUT_OFFSET = 10_000_000  # DAPO's training problems: train indices from here, per round
@@ -309,21 +308,21 @@ def first_error_signal(data: dict, values: torch.Tensor, heldout: torch.Tensor) 
             "v_before_correct": mean(right, 0), "v_after_correct": mean(right, 1)}
 
 
-def reference_predictors(states, mc, problems, state_problem, tr_idx, ho_idx) -> dict:
+def reference_predictors(data: dict, mc: torch.Tensor, tr_idx, ho_idx) -> dict:
     """Two yardsticks for the critic's held-out Brier score; neither is a critic.
 
     by_depth: predicts the mean MC of the training states that have taken as many steps.
     error_aware: also knows, from the verifier (privileged: a critic only sees text), whether
     an earlier line of the state is wrong, and predicts the mean MC of the training states with
     the same (steps, earlier line wrong). It shows how much of V is "has it already slipped",
-    the judgement a critic must learn from the text alone to reach it.
+    the judgement a critic must learn from the text alone to reach it. Both read the per-line
+    verdicts the rollouts stored for their kept responses (state t of a response has taken t
+    steps).
     """
-    keys = []
-    for s, pi in zip(states, state_problem):
-        nl = [i for i, t in enumerate(s) if t == NL_ID]  # nl[0] ends the prompt
-        depth = len(nl) - 1
-        ok = verify(problems[pi], decode(s[nl[0] + 1:])).line_ok[:depth] if depth else []
-        keys.append((depth, not all(ok)))
+    keys: dict[int, tuple] = {}
+    for ids, ok in zip(unflat(data["resp_states"]), unflat(data["resp_line_ok"])):
+        for t, s in enumerate(ids):
+            keys[s] = (t, not all(ok[:t]))
     out = {}
     for name, key in (("by_depth", lambda k: k[0]), ("error_aware", lambda k: k)):
         sums: dict = {}
@@ -431,8 +430,7 @@ def main(argv=None):
     brier, brier_c = float(((v_ho - mc_ho) ** 2).mean()), float(((const - mc_ho) ** 2).mean())
     cal = calibration(v_ho, mc_ho)
     sig = first_error_signal(data, v_all, heldout)
-    ref = reference_predictors(states, mc, [parse_prompt(p) for p in data["problems"]],
-                               data["state_problem"].tolist(), tr_idx, ho_idx)
+    ref = reference_predictors(data, mc, tr_idx, ho_idx)
     print(f"\ncritic on {len(ho_idx)} held-out states ({len(held_prob)} held-out problems):")
     print(f"  BCE   {bce:.4f}  (constant predictor {bce_c:.4f})")
     print(f"  Brier {brier:.4f}  (constant predictor {brier_c:.4f}; ratio "

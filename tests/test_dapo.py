@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dapo import (advantages, balanced_pick, complete, critic_loss, first_step, is_terminal,
-                  mc_value, prefix_states, split_steps, step_spans)
-from data import EOT_ID, NL_ID, OPS, Problem, decode, encode, verify
+                  mc_value, prefix_states, scripted_policy, split_steps, step_spans)
+from data import EOT_ID, NL_ID, Problem, decode, encode, verify
 
 PROB = Problem(47, (("+", 38), ("-", 19), ("*", 3)))
 
@@ -143,31 +143,6 @@ def test_build_pairs_applies_terminal_rule_and_filters():
     assert stats["kept_states"] == 1  # only the exact terminal gap (1.0) survives
     groups, _ = build_pairs(data, None, threshold=0.1)  # oracle ablation: per-step truth
     assert groups[0]["adv"] == pytest.approx([0.5, -0.5])
-
-
-def scripted_policy(eps: float, rng: random.Random):
-    """A policy with a known per-step error rate: each remaining step line is right (from the
-    value written so far) with probability 1 - eps, else off by one; the last one is marked
-    "A: ". So V(s) = (1 - eps) ** (steps left) if s has no error yet, else 0."""
-    from data import parse_prompt
-
-    def sample(states, K):
-        out = []
-        for s in states:
-            text = decode(s)
-            prompt, rest = text.split("\n", 1)
-            prob = parse_prompt(prompt + "\n")
-            done = [line for line in rest.split("\n") if line]
-            v = int(done[-1].split("=")[1]) if done else prob.start
-            for _ in range(K):
-                lines, w = [], v
-                for i, (op, y) in enumerate(prob.ops[len(done):], len(done)):
-                    r = OPS[op](w, y) + (1 if rng.random() < eps else 0)
-                    lines.append(("A: " if i == len(prob.ops) - 1 else "") + f"{w}{op}{y}={r}")
-                    w = r
-                out.append(encode("".join(x + "\n" for x in lines)) + [EOT_ID])
-        return out
-    return sample
 
 
 def test_mc_estimate_matches_closed_form_within_binomial_ci():

@@ -218,13 +218,18 @@ def test_reference_predictors_on_a_hand_example():
     """Guards against the critic report's yardsticks grouping states by the wrong key: the
     depth-only predictor must average over all states with as many steps, the error-aware one
     only over those that share whether an earlier line is wrong (verifier's per-step truth)."""
-    from data import Problem, encode
-    p = Problem(3, (("+", 4), ("*", 2)))  # Q: 3+4*2 -> 3+4=7, 7*2=14
+    from data import Problem, decode, encode, verify
+    from train_critic import flat
+    p = Problem(3, (("+", 4), ("*", 2)))  # Q: 3+4*2 -> 3+4=7, A: 7*2=14
     prompt = encode(p.prompt)
     states = [prompt, prompt + encode("3+4=7\n"), prompt + encode("3+4=8\n"),  # train
               prompt + encode("3+4=7\n"), prompt + encode("3+4=9\n")]  # held out
+    # as the rollouts store them: each kept response's states and its per-line verdicts
+    ok = [[int(x) for x in verify(p, decode(states[i][len(prompt):])).line_ok]
+          for i in (1, 2, 3, 4)]
+    data = {"resp_states": flat([[0, i] for i in (1, 2, 3, 4)]), "resp_line_ok": flat(ok)}
     mc = torch.tensor([0.4, 0.9, 0.1, 0.7, 0.2])
-    ref = train_critic.reference_predictors(states, mc, [p], [0] * 5, [0, 1, 2], [3, 4])
+    ref = train_critic.reference_predictors(data, mc, [0, 1, 2], [3, 4])
     # by depth: both held-out states have taken 1 step -> predict mean(0.9, 0.1) = 0.5
     assert ref["brier_by_depth"] == pytest.approx(((0.5 - 0.7) ** 2 + (0.5 - 0.2) ** 2) / 2)
     # error-aware: the right line predicts 0.9, the wrong one 0.1
