@@ -81,12 +81,15 @@ class TaskConfig:
     max_value: int = 999  # every intermediate value stays in [0, max_value]
     add_max: int = 99  # "+" and "-" operands are drawn from [2, add_max]
     mul_max: int = 9  # "*" operands are drawn from [2, mul_max]
+    fuse_prob: float = 0.75  # chance a demonstration writes two additions in a row on one line
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.max_steps:
             raise ValueError("need 1 <= min_steps <= max_steps; pick positive step counts")
         if self.ood_steps < 1 or min(self.add_max, self.mul_max) < 2 or self.max_value < 100:
             raise ValueError("ood_steps must be >= 1, add_max and mul_max >= 2, max_value >= 100")
+        if not 0.0 <= self.fuse_prob <= 1.0:
+            raise ValueError(f"fuse_prob must be in [0, 1], got {self.fuse_prob}")
 
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
@@ -116,14 +119,35 @@ class Problem:
 
     @property
     def solution(self) -> str:
-        """The correct solution: one line per step, the last one marked "A: "; every line ends
-        in "\\n"."""
-        lines, v = [], self.start
-        for (op, y), nxt in zip(self.ops, self.values()):
-            lines.append(f"{v}{op}{y}={nxt}")
-            v = nxt
+        """The correct solution written out in full: one operation per line, the last line
+        marked "A: "; every line ends in "\\n"."""
+        return self.write([1] * len(self.ops))
+
+    def write(self, group: list[int]) -> str:
+        """The correct solution with group[i] operations on line i (sum(group) == len(ops)): a
+        line with two operations skips writing the value between them, "47+38-19=66"."""
+        if sum(group) != len(self.ops) or min(group, default=0) < 1:
+            raise ValueError(f"line sizes {group} do not cover the {len(self.ops)} operations")
+        lines, v, i = [], self.start, 0
+        for k in group:
+            nxt = self.values()[i + k - 1]
+            lines.append(f"{v}" + "".join(f"{op}{y}" for op, y in self.ops[i:i + k]) + f"={nxt}")
+            v, i = nxt, i + k
         lines[-1] = "A: " + lines[-1]
         return "".join(line + "\n" for line in lines)
+
+    def demonstration(self, rng: random.Random, fuse_prob: float) -> str:
+        """A training solution as a quick human would write it: two additions in a row go on
+        one line with probability fuse_prob ("47+38+19=104", the value between them done in the
+        head); every other operation gets a line of its own. The model must find out by itself
+        (DAPO) that writing every value out is what it can do reliably."""
+        group, i = [], 0
+        while i < len(self.ops):
+            pair = i + 1 < len(self.ops) and self.ops[i][0] == self.ops[i + 1][0] == "+"
+            k = 2 if pair and rng.random() < fuse_prob else 1
+            group.append(k)
+            i += k
+        return self.write(group)
 
 
 def make_problem(rng: random.Random, n_steps: int, cfg: TaskConfig) -> Problem:
@@ -202,7 +226,8 @@ class TrainProblems:
 
 # ----------------------------------------------------------------------------- verifier
 
-_STEP = re.compile(r"(A: )?(-?[0-9]{1,9})([+\-*])([0-9]{1,6})=(-?[0-9]{1,9})")
+_STEP = re.compile(r"(A: )?(-?[0-9]{1,9})((?:[+\-*][0-9]{1,6}){1,8})=(-?[0-9]{1,9})")
+_OP = re.compile(r"([+\-*])([0-9]+)")
 _QUESTION = re.compile(r"Q: ([0-9]{1,6})((?:[+\-*][0-9]{1,6}){1,32})\n?")
 
 
@@ -213,6 +238,7 @@ class Verdict:
     first_error: int | None = None  # index of the first line that is not ok, None if all are
     answer: int | None = None  # the answer the response gave, if it gave one
     expected: list[str] = field(default_factory=list)  # the locally correct text of each line
+    line_ops: list[int] = field(default_factory=list)  # operations each line was due to do
 
     @property
     def n_wrong(self) -> int:
@@ -228,41 +254,60 @@ def split_lines(response: str) -> list[str]:
 def verify(problem: Problem, response: str) -> Verdict:
     """Score a response to `problem`. Never raises.
 
-    reward: 1.0 iff the response has exactly one line per operation, the last one marked
-    "A: " and giving the true answer as its result, and nothing after it.
-    line_ok[i], the per-step truth, checks line i *locally*: it must read "a<op>b=c" (with the
-    "A: " mark exactly on the last operation's line) with a the previous line's written result
-    (the start value for i = 0), op and b the problem's i-th operation, and c = a op b computed
-    exactly. So a solution with one slip has exactly one False, at the slip.
+    A line does one or more of the problem's operations, in order: "a<op>b=c" or, skipping the
+    value in between, "a<op>b<op>d=c". The line that does the last operation is the answer line,
+    marked "A: ".
+    reward: 1.0 iff the lines do all the operations, the last line (and only it) is the answer
+    line and its result is the true answer, and nothing follows it.
+    line_ok[i], the per-step truth, checks line i *locally*: a must be the previous line's
+    written result (the start value for i = 0), the operators and operands the problem's next
+    ones, c their exact left-to-right value, and the "A: " mark present exactly on the line that
+    does the last operation. So a solution with one slip has exactly one False, at the slip.
+    Lines still due after the response stops count as one wrong line each.
     """
     try:
         lines = split_lines(response)
         ok: list[bool] = []
         expected: list[str] = []
-        prev, answer = problem.start, None
+        line_ops: list[int] = []
+        prev, answer, done = problem.start, None, 0  # done: operations the lines so far did
         n = len(problem.ops)
-        for i, line in enumerate(lines + [""] * max(0, n - len(lines))):
-            if i >= n:
-                expected.append("")  # nothing may follow the answer line
+        i = 0
+        while i < len(lines) or done < n:
+            line = lines[i] if i < len(lines) else None  # None: a line due but missing
+            m = _STEP.fullmatch(line) if line is not None else None
+            written = [(op, int(y)) for op, y in _OP.findall(m[3])] if m else []
+            k = len(written) if m and done + len(written) <= n else 1
+            todo = problem.ops[done:done + k]
+            if not todo:  # the operations are used up: nothing may follow the answer line
+                expected.append("")
                 ok.append(False)
+                line_ops.append(0)
+                i += 1
                 continue
-            op, y = problem.ops[i]
-            last = i == n - 1
-            expected.append(("A: " if last else "") + f"{prev}{op}{y}={OPS[op](prev, y)}")
-            m = _STEP.fullmatch(line) if i < len(lines) else None
+            last = done + k == n
+            truth = prev
+            for op, y in todo:
+                truth = OPS[op](truth, y)
+            expected.append(("A: " if last else "") + f"{prev}"
+                            + "".join(f"{op}{y}" for op, y in todo) + f"={truth}")
+            line_ops.append(len(todo))
             good = False
             if m:
-                a, op, b, c = int(m[2]), m[3], int(m[4]), int(m[5])
-                good = ((a, op, b) == (prev, *problem.ops[i]) and c == OPS[op](a, b)
-                        and bool(m[1]) == last)
+                a, c = int(m[2]), int(m[4])
+                value = a
+                for op, y in written:
+                    value = OPS[op](value, y)
+                good = a == prev and written == list(todo) and c == value and bool(m[1]) == last
                 prev = c
-                if last and m[1]:
+                if last and m[1] and i == len(lines) - 1:
                     answer = c
             ok.append(good)
-        # (missing lines were padded with "" above: they count as errors where they were due)
-        reward = float(len(lines) == n and answer is not None and answer == problem.answer)
-        first = next((i for i, g in enumerate(ok) if not g), None)
-        return Verdict(reward, ok, first, answer, expected)
+            done += k
+            i += 1
+        reward = float(answer is not None and answer == problem.answer and done == n)
+        first = next((j for j, g in enumerate(ok) if not g), None)
+        return Verdict(reward, ok, first, answer, expected, line_ops)
     except Exception:  # pragma: no cover - defensive: garbage must never crash a rollout
         return Verdict(0.0, [False], 0, None)
 
@@ -272,7 +317,7 @@ def parse_prompt(prompt: str) -> Problem | None:
     m = _QUESTION.fullmatch(prompt)
     if not m:
         return None
-    ops = tuple((op, int(y)) for op, y in re.findall(r"([+\-*])([0-9]+)", m[2]))
+    ops = tuple((op, int(y)) for op, y in _OP.findall(m[2]))
     return Problem(int(m[1]), ops)
 
 

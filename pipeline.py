@@ -109,6 +109,12 @@ def summarize(run_dirs: list[str]) -> str:
         cells = [cell([100 * (r[st][split]["greedy_acc"] - r["sft"][split]["greedy_acc"])
                        for r, _ in runs], "+6.1f") for split in ("val", "test", "ood")]
         rows.append(f"{st:8s} {' '.join(f'{c:>14s}' for c in cells)}")
+    rows += ["", "share of greedy lines that do two operations at once (skip writing a value), "
+             "in %", f"{'stage':8s} {'val':>14s} {'test':>14s} {'ood':>14s}"]
+    for st in stages:
+        cells = [cell([100 * r[st][split]["two_op_lines"] for r, _ in runs
+                       if "two_op_lines" in r[st][split]], "6.1f") for split in ("val", "test", "ood")]
+        rows.append(f"{st:8s} {' '.join(f'{c:>14s}' for c in cells)}")
     rows += ["", "critic and advantages, mean ± std: held-out Brier / constant predictor's for "
              "the critic and", "two yardsticks (critic_R.heldout); states kept by the gap filter; "
              "A ranks a right step", "above a wrong sibling (dapo_R.filter)",

@@ -37,7 +37,7 @@ def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_round_args(p, "seed for batching")
     g = p.add_argument_group("DAPO (PAPER.md §3)")
-    g.add_argument("--beta", type=float, default=1.0, help="KL weight beta of eq. 12")
+    g.add_argument("--beta", type=float, default=0.1, help="KL weight beta of eq. 12")
     g.add_argument("--adv-threshold", type=float, default=0.1,
                    help="drop states whose max A - min A is below this (App. F.1)")
     g.add_argument("--lr", type=float, default=3e-5, help="actor AdamW learning rate")
@@ -253,11 +253,12 @@ def main(argv=None):
         before = {s: r["acc"] for s, r in greedy_eval(ref_model.eval(), cfg, args.eval_n,
                                                      data_seed).items()}
     print(f"\ngreedy accuracy, {args.eval_n} problems per split")
-    print(f"{'split':6s} {'pi_ref':>8s} {'actor':>8s} {'change':>8s}")
+    print(f"{'split':6s} {'pi_ref':>8s} {'actor':>8s} {'change':>8s}   actor's two-op lines")
     for s in ("val", "test", "ood"):
         print(f"{s:6s} {before[s]:8.1%} {after[s]['acc']:8.1%} "
-              f"{after[s]['acc'] - before[s]:+8.1%}")
+              f"{after[s]['acc'] - before[s]:+8.1%}   {after[s]['two_op_lines']:8.1%}")
     record = {s: {"greedy_acc": after[s]["acc"], "n": after[s]["n"],
+                  "two_op_lines": after[s]["two_op_lines"],
                   "greedy_acc_before": before[s]} for s in ("val", "test", "ood")}
     record.update(filter=stats, train_time_s=train_time, wall_time_s=time.time() - t_start,
                   beta=args.beta, lr=args.lr, last_log=log[-1] if log else {},

@@ -56,9 +56,9 @@ def get_args(argv=None):
     g.add_argument("--targets", choices=("continuations", "states"), default="continuations",
                    help="states: the paper's (s, MC(s)) pairs only; continuations: also every "
                    "later state inside each continuation, with its reward as target")
-    g.add_argument("--epochs", type=int, default=1, help="passes over the training examples")
+    g.add_argument("--epochs", type=int, default=2, help="passes over the training examples")
     g.add_argument("--batch-size", type=int, default=64, help="sequences per step")
-    g.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate")
+    g.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     g.add_argument("--log-every", type=int, default=50, help="steps between log lines")
     args = p.parse_args(argv)
     for name in ("round", "problems", "n1", "n", "K", "sample_batch", "chunk", "epochs",
@@ -87,7 +87,8 @@ def task_from(ckpt: dict) -> TaskConfig:
     a, d = ckpt.get("args", {}), TaskConfig()
     return TaskConfig(min_steps=a.get("min_steps") or d.min_steps,
                       max_steps=a.get("max_steps") or d.max_steps,
-                      ood_steps=a.get("ood_steps") or d.ood_steps)
+                      ood_steps=a.get("ood_steps") or d.ood_steps,
+                      fuse_prob=d.fuse_prob if a.get("fuse_prob") is None else a["fuse_prob"])
 
 
 # ----------------------------------------------------------------------------- rollouts

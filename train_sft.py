@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import time
 
 import torch
@@ -43,6 +44,9 @@ def get_args(argv=None):
     g.add_argument("--min-steps", type=int, default=None, help="fewest operations per problem")
     g.add_argument("--max-steps", type=int, default=None, help="most operations per problem")
     g.add_argument("--ood-steps", type=int, default=None, help="operations in the OOD split")
+    g.add_argument("--fuse-prob", type=float, default=None,
+                   help="chance that a demonstration writes two additions in a row on one line "
+                   "(default 0.75; 0 gives the full solution every time)")
     g = p.add_argument_group("model (model.GPTConfig)")
     g.add_argument("--n-layer", type=int, default=None, help="transformer blocks (default 4)")
     g.add_argument("--n-embd", type=int, default=None, help="residual width (default 128)")
@@ -61,7 +65,7 @@ def get_args(argv=None):
     g.add_argument("--log-every", type=int, default=100, help="steps between log lines")
     args = p.parse_args(argv)
     base = dict(n_layer=4, n_embd=128, n_head=4, batch_size=64, steps=1200, lr=3e-3,
-                min_steps=None, max_steps=None, ood_steps=None)
+                min_steps=None, max_steps=None, ood_steps=None, fuse_prob=None)
     base.update(PRESETS[args.preset])
     for k, v in base.items():
         if getattr(args, k, None) is None:
@@ -71,19 +75,26 @@ def get_args(argv=None):
     positive("warmup", args.warmup, allow_zero=True)
     if args.lr <= 0:
         raise UserError(f"--lr must be positive, got {args.lr}")
+    if not 0.0 <= args.decay_frac <= 1.0:
+        raise UserError(f"--decay-frac must be between 0 and 1, got {args.decay_frac}")
+    if args.fuse_prob is not None and not 0.0 <= args.fuse_prob <= 1.0:
+        raise UserError(f"--fuse-prob must be between 0 and 1, got {args.fuse_prob}")
     return args
 
 
 def task_config(args) -> TaskConfig:
     d = TaskConfig()
     return TaskConfig(min_steps=args.min_steps or d.min_steps, max_steps=args.max_steps or
-                      d.max_steps, ood_steps=args.ood_steps or d.ood_steps)
+                      d.max_steps, ood_steps=args.ood_steps or d.ood_steps,
+                      fuse_prob=d.fuse_prob if args.fuse_prob is None else args.fuse_prob)
 
 
-def batch(problems, device):
+def batch(problems, device, rng: random.Random, fuse_prob: float):
     """(idx, targets, loss_mask), right-padded with <|endoftext|>; the mask is 1 on the tokens
-    the model must predict: the solution and its closing <|endoftext|>, never the prompt."""
-    rows = [(encode(p.prompt), encode(p.solution) + [EOT_ID]) for p in problems]
+    the model must predict: the solution (a demonstration, data.Problem.demonstration) and its
+    closing <|endoftext|>, never the prompt."""
+    rows = [(encode(p.prompt), encode(p.demonstration(rng, fuse_prob)) + [EOT_ID])
+            for p in problems]
     T = max(len(a) + len(b) for a, b in rows)
     idx = torch.full((len(rows), T), EOT_ID, dtype=torch.long)
     mask = torch.zeros(len(rows), T)
@@ -117,15 +128,17 @@ def evaluate_all(model, args, cfg, device, label: str) -> dict:
         record[split] = {"greedy_acc": greedy["acc"], "sampled_acc": sampled["acc"],
                          "n": greedy["n"], "fail_1_wrong": greedy["fail_1_wrong"],
                          "fail_2_wrong": greedy["fail_2_wrong"],
-                         "fail_more_wrong": greedy["fail_more_wrong"]}
+                         "fail_more_wrong": greedy["fail_more_wrong"],
+                         "two_op_lines": greedy["two_op_lines"]}
         if split == "test":
             shown = fails
     print(f"\n{label}: accuracy on {args.eval_n} problems per split")
     print(f"{'split':6s} {'greedy':>8s} {'sampled':>8s}   greedy failures with 1 / 2 / >2 "
-          "wrong lines")
+          "wrong lines   greedy two-op lines")
     for split, r in record.items():
         print(f"{split:6s} {r['greedy_acc']:8.1%} {r['sampled_acc']:8.1%}   "
-              f"{r['fail_1_wrong']:.0%} / {r['fail_2_wrong']:.0%} / {r['fail_more_wrong']:.0%}")
+              f"{r['fail_1_wrong']:13.0%} / {r['fail_2_wrong']:.0%} / {r['fail_more_wrong']:.0%}"
+              f"   {r['two_op_lines']:13.1%}")
     if shown:
         print("\nsome wrong greedy test solutions (the verifier marks the wrong lines):")
         for f in shown:
@@ -152,7 +165,8 @@ def main(argv=None):
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
-        idx, targets, mask = batch(train.take(step * args.batch_size, args.batch_size), device)
+        idx, targets, mask = batch(train.take(step * args.batch_size, args.batch_size), device,
+                                   random.Random(f"demo:{args.seed}:{step}"), cfg.fuse_prob)
         with autocast(device):
             _, loss = fwd(idx, targets, mask)
         opt.zero_grad(set_to_none=True)

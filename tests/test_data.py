@@ -164,6 +164,72 @@ def test_make_problem_stays_in_range(cfg):
             assert 2 <= y <= (cfg.add_max if op in "+-" else cfg.mul_max)
 
 
+def test_write_and_demonstration_on_the_hand_example():
+    """Guards against a wrong two-operation line: Problem.write skips exactly the value between
+    the line's operations and marks the line that does the last one; a demonstration with
+    fuse_prob 0 is the full solution; with fuse_prob 1 it pairs two additions in a row, from
+    the start, and leaves every other operation on a line of its own."""
+    assert HAND.write([2, 1]) == "47+38-19=66\nA: 66*3=198\n"
+    assert HAND.write([1, 2]) == "47+38=85\nA: 85-19*3=198\n"
+    assert HAND.write([3]) == "A: 47+38-19*3=198\n"
+    for bad in ([1, 1], [2, 2], [0, 3], []):
+        with pytest.raises(ValueError, match="do not cover"):
+            HAND.write(bad)
+    rng = random.Random(0)
+    assert HAND.demonstration(rng, 1.0) == HAND_SOLUTION  # no two additions in a row
+    adds = Problem(10, (("+", 2), ("+", 3), ("+", 4), ("*", 2), ("+", 1), ("+", 5)))
+    assert adds.demonstration(rng, 0.0) == adds.solution
+    assert adds.demonstration(rng, 1.0) == "10+2+3=15\n15+4=19\n19*2=38\nA: 38+1+5=44\n"
+
+
+def test_demonstrations_are_correct_and_fuse_at_the_stated_rate():
+    """Guards against demonstrations the verifier rejects, or a fuse rate other than the knob:
+    every demonstration scores 1 with every line ok, lines do one or two operations, only two
+    additions share a line, and the share of line starts at two additions in a row that open
+    a two-operation line is fuse_prob within sampling error."""
+    rng = random.Random(7)
+    starts = fused = 0
+    for p in some_problems():
+        for _ in range(4):
+            text = p.demonstration(rng, 0.3)
+            v = verify(p, text)
+            assert v.reward == 1.0 and all(v.line_ok) and set(v.line_ops) <= {1, 2}
+            assert sum(v.line_ops) == len(p.ops)
+            done = 0
+            for k in v.line_ops:
+                pair = [op for op, _ in p.ops[done:done + 2]]
+                if k == 2:
+                    assert pair == ["+", "+"]
+                if pair == ["+", "+"]:  # a line that could have been fused
+                    starts, fused = starts + 1, fused + (k == 2)
+                done += k
+    rate = fused / starts
+    assert abs(rate - 0.3) < 4 * (0.3 * 0.7 / starts) ** 0.5, (rate, starts)
+
+
+def test_verify_two_operation_lines():
+    """Guards against a verifier that only knows one operation per line: two-operation lines
+    are checked against the problem's next two operations and their exact left-to-right value;
+    a slip in one is exactly one False; a line with the wrong operations, or more than are left,
+    is wrong; missing lines are due one operation each."""
+    v = verify(HAND, "47+38-19=66\nA: 66*3=198\n")
+    assert (v.reward, v.line_ok, v.line_ops, v.answer) == (1.0, [True, True], [2, 1], 198)
+    v = verify(HAND, "47+38-19=67\nA: 67*3=201\n")  # slip in the fused line, carried on
+    assert v.reward == 0.0 and v.line_ok == [False, True] and v.first_error == 0
+    assert v.expected == ["47+38-19=66", "A: 67*3=201"]
+    v = verify(HAND, "47+38*19=1615\nA: 1615*3=4845\n")  # wrong operator, then locally right
+    assert v.reward == 0.0 and v.line_ok == [False, True]
+    v = verify(HAND, "47+38=85\nA: 85-19*3*2=396\n")  # more operations than are left: wrong,
+    assert v.reward == 0.0 and v.line_ok == [True, False, False]  # counted as one, so the
+    assert v.line_ops == [1, 1, 1] and v.expected[2] == "A: 396*3=1188"  # last one is missing
+    v = verify(HAND, "47+38-19=66\n")  # stops early: the answer line is missing
+    assert v.reward == 0.0 and v.line_ok == [True, False] and v.expected[1] == "A: 66*3=198"
+    v = verify(HAND, "47+38-19=66\n66*3=198\n")  # the answer line lacks its mark
+    assert v.reward == 0.0 and v.answer is None and v.line_ok == [True, False]
+    v = verify(HAND, "A: 47+38-19*3=198\nA: 66*3=198\n")  # a line after the answer line
+    assert v.reward == 0.0 and v.line_ok == [True, False] and v.expected[1] == ""
+
+
 # ----------------------------------------------------------------------------- verifier
 
 
@@ -437,6 +503,8 @@ def test_split_step_counts():
     {"mul_max": 1},
     {"mul_max": -3},
     {"max_value": 99},
+    {"fuse_prob": -0.1},
+    {"fuse_prob": 1.5},
 ])
 def test_task_config_rejects_bad_knobs(kwargs):
     """Guards against silently accepting knobs that make problems impossible to generate."""

@@ -131,10 +131,12 @@ def test_pipeline_smoke(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 runs" in out and "± " in out
     rows = [ln.split() for ln in out.splitlines() if ln.startswith("dapo_")]
-    # accuracy, change from sft, then critic diagnostics
-    assert [r[0] for r in rows] == ["dapo_1", "dapo_2"] * 3
-    assert all(len(r) == 1 + 3 * 3 for r in rows[2:4]), rows[2:4]  # 3 cells "m ± sd"
-    assert all(len(r) == 1 + 5 * 3 for r in rows[4:]), rows[4:]  # 5 cells "m ± sd", none "-"
+    # accuracy, change from sft, two-operation lines, then critic diagnostics
+    assert [r[0] for r in rows] == ["dapo_1", "dapo_2"] * 4
+    assert all(len(r) == 1 + 3 * 3 for r in rows[2:6]), rows[2:6]  # 3 cells "m ± sd"
+    assert all(len(r) == 1 + 5 * 3 for r in rows[6:]), rows[6:]  # 5 cells "m ± sd", none "-"
+    sft_rows = [ln.split() for ln in out.splitlines() if ln.startswith("sft ")]
+    assert len(sft_rows) == 2 and len(sft_rows[1]) == 1 + 3 * 3  # accuracy, two-op lines
 
 
 @pytest.mark.parametrize("argv, phrase", [
@@ -143,6 +145,8 @@ def test_pipeline_smoke(tmp_path, capsys):
     (["--n-embd", "0"], "--n-embd must be positive"),
     (["--device", "nonsense"], "unknown device"),
     (["--lr", "0"], "--lr must be positive"),
+    (["--decay-frac", "1.5"], "--decay-frac must be between 0 and 1"),
+    (["--fuse-prob", "-0.2"], "--fuse-prob must be between 0 and 1"),
 ])
 def test_sft_bad_input(tmp_path, capsys, argv, phrase):
     """Guards against tracebacks or half-written files on bad flags."""
