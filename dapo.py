@@ -40,15 +40,17 @@ def evaluate(model: GPT, problems: list[Problem], temperature: float = 0.0,
              keep_failures: int = 0) -> tuple[dict, list[tuple[Problem, str, Verdict]]]:
     """Accuracy of one response per problem through the same sampler as training uses.
 
-    Returns ({"acc", "n", "fail_1_wrong", "fail_2_wrong", "fail_more_wrong", "two_op_lines"},
-    failures): the fail_* fields are fractions of failed solutions with exactly 1, exactly 2 or
-    more wrong lines by the verifier's per-step truth; two_op_lines is the share of the written
-    lines that do two or more operations at once (skip writing a value); failures lists up to
-    keep_failures examples.
+    Returns ({"acc", "n", "fail_1_wrong", "fail_2_wrong", "fail_more_wrong", "two_op_lines",
+    "two_op_acc"}, failures): the fail_* fields are fractions of failed solutions with exactly
+    1, exactly 2 or more wrong lines by the verifier's per-step truth; two_op_lines is the
+    share of the written lines that do two or more operations at once (skip writing a value),
+    two_op_acc the share of those that are right (None if there are none); failures lists up
+    to keep_failures examples.
     """
     responses = solve(model, problems, temperature, generator, batch_size)
     verdicts = [verify(p, r) for p, r in zip(problems, responses)]
     wrong = [v.n_wrong for v in verdicts if v.reward == 0]
+    two = [ok for v in verdicts for k, ok in zip(v.line_ops, v.line_ok) if k >= 2]
     nf = max(1, len(wrong))
     stats = {
         "acc": sum(v.reward for v in verdicts) / len(verdicts),
@@ -56,8 +58,8 @@ def evaluate(model: GPT, problems: list[Problem], temperature: float = 0.0,
         "fail_1_wrong": sum(w == 1 for w in wrong) / nf,
         "fail_2_wrong": sum(w == 2 for w in wrong) / nf,
         "fail_more_wrong": sum(w > 2 for w in wrong) / nf,
-        "two_op_lines": (sum(k >= 2 for v in verdicts for k in v.line_ops)
-                         / max(1, sum(len(v.line_ops) for v in verdicts))),
+        "two_op_lines": len(two) / max(1, sum(len(v.line_ops) for v in verdicts)),
+        "two_op_acc": sum(two) / len(two) if two else None,
     }
     failures = [(p, r, v) for p, r, v in zip(problems, responses, verdicts) if v.reward == 0]
     return stats, failures[:keep_failures]

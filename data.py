@@ -12,6 +12,17 @@ The answer is written by the last computation itself, not copied onto a line of 
 step that finishes a solution is a real step, and DAPO's terminal rule (a finished solution is
 valued by the verifier's reward, PAPER.md §6) judges it exactly.
 
+A line may also do two operations at once, skipping the value between them. The training
+demonstrations do that for two additions in a row, with probability TaskConfig.fuse_prob, as a
+quick human writer would:
+
+    Q: 47+38+19*3
+    47+38+19=104           <- two additions on one line: 85 is done in the head
+    A: 104*3=312
+
+The verifier accepts either way of writing. A small model cannot do two additions in its head
+reliably, so imitating the shortcut is a mistake it makes on its own: the headroom DAPO finds.
+
 Encoded with the character-level tokenizer below, "\\n" is exactly one token (id 10), so a step
 is a token span by construction:
 
@@ -257,8 +268,9 @@ def verify(problem: Problem, response: str) -> Verdict:
     A line does one or more of the problem's operations, in order: "a<op>b=c" or, skipping the
     value in between, "a<op>b<op>d=c". The line that does the last operation is the answer line,
     marked "A: ".
-    reward: 1.0 iff the lines do all the operations, the last line (and only it) is the answer
-    line and its result is the true answer, and nothing follows it.
+    reward: 1.0 iff the lines do all the operations, the last line is the answer line (marked)
+    and its result is the true answer, and nothing follows it. The reward judges the final
+    answer only: a wrong earlier line (a stray mark included) shows in line_ok.
     line_ok[i], the per-step truth, checks line i *locally*: a must be the previous line's
     written result (the start value for i = 0), the operators and operands the problem's next
     ones, c their exact left-to-right value, and the "A: " mark present exactly on the line that
@@ -322,6 +334,11 @@ def parse_prompt(prompt: str) -> Problem | None:
 
 
 if __name__ == "__main__":
+    for split in ("val", "test"):
+        probs = eval_split(split, 500)
+        pairs = sum(any(a[0] == b[0] == "+" for a, b in zip(q.ops, q.ops[1:])) for q in probs)
+        print(f"{split}: {pairs / len(probs):.1%} of the first 500 problems have two additions "
+              "in a row (where demonstrations take the shortcut)")
     p = TrainProblems(0)[0]
     print(p.prompt + p.solution, end="")
     print("tokens:", encode(p.prompt + p.solution)[:24], "...")

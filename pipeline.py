@@ -113,7 +113,8 @@ def summarize(run_dirs: list[str]) -> str:
              "in %", f"{'stage':8s} {'val':>14s} {'test':>14s} {'ood':>14s}"]
     for st in stages:
         cells = [cell([100 * r[st][split]["two_op_lines"] for r, _ in runs
-                       if "two_op_lines" in r[st][split]], "6.1f") for split in ("val", "test", "ood")]
+                       if "two_op_lines" in r[st][split]], "6.1f")
+                 for split in ("val", "test", "ood")]
         rows.append(f"{st:8s} {' '.join(f'{c:>14s}' for c in cells)}")
     rows += ["", "critic and advantages, mean ± std: held-out Brier / constant predictor's for "
              "the critic and", "two yardsticks (critic_R.heldout); states kept by the gap filter; "

@@ -259,6 +259,7 @@ def main(argv=None):
               f"{after[s]['acc'] - before[s]:+8.1%}   {after[s]['two_op_lines']:8.1%}")
     record = {s: {"greedy_acc": after[s]["acc"], "n": after[s]["n"],
                   "two_op_lines": after[s]["two_op_lines"],
+                  "two_op_acc": after[s]["two_op_acc"],
                   "greedy_acc_before": before[s]} for s in ("val", "test", "ood")}
     record.update(filter=stats, train_time_s=train_time, wall_time_s=time.time() - t_start,
                   beta=args.beta, lr=args.lr, last_log=log[-1] if log else {},

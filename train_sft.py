@@ -18,8 +18,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from common import (UserError, args_dict, friendly_errors, log_metrics, positive,
-                    prepare_run_dir, save_checkpoint, update_results)
+from common import (UserError, args_dict, friendly_errors, load_model, log_metrics,
+                    positive, prepare_run_dir, save_checkpoint, update_results)
 from dapo import evaluate, show_failure
 from data import EOT_ID, TaskConfig, TrainProblems, encode, eval_split
 from model import GPT, GPTConfig, autocast, pick_device
@@ -62,6 +62,9 @@ def get_args(argv=None):
     g = p.add_argument_group("evaluation and logging")
     g.add_argument("--eval-n", type=int, default=500, help="problems per evaluation split")
     g.add_argument("--show-failures", type=int, default=3, help="wrong solutions to print")
+    g.add_argument("--evaluate", metavar="CHECKPOINT", default=None,
+                   help="train nothing: evaluate a saved policy (sft.pt or actor_R.pt) on its "
+                   "run's splits and print the table; writes no file")
     g.add_argument("--log-every", type=int, default=100, help="steps between log lines")
     args = p.parse_args(argv)
     base = dict(n_layer=4, n_embd=128, n_head=4, batch_size=64, steps=1200, lr=3e-3,
@@ -129,16 +132,18 @@ def evaluate_all(model, args, cfg, device, label: str) -> dict:
                          "n": greedy["n"], "fail_1_wrong": greedy["fail_1_wrong"],
                          "fail_2_wrong": greedy["fail_2_wrong"],
                          "fail_more_wrong": greedy["fail_more_wrong"],
-                         "two_op_lines": greedy["two_op_lines"]}
+                         "two_op_lines": greedy["two_op_lines"],
+                         "two_op_acc": greedy["two_op_acc"]}
         if split == "test":
             shown = fails
     print(f"\n{label}: accuracy on {args.eval_n} problems per split")
     print(f"{'split':6s} {'greedy':>8s} {'sampled':>8s}   greedy failures with 1 / 2 / >2 "
-          "wrong lines   greedy two-op lines")
+          "wrong lines   greedy two-op lines (right)")
     for split, r in record.items():
+        right = "-" if r["two_op_acc"] is None else f"{r['two_op_acc']:.0%}"
         print(f"{split:6s} {r['greedy_acc']:8.1%} {r['sampled_acc']:8.1%}   "
               f"{r['fail_1_wrong']:13.0%} / {r['fail_2_wrong']:.0%} / {r['fail_more_wrong']:.0%}"
-              f"   {r['two_op_lines']:13.1%}")
+              f"   {r['two_op_lines']:13.1%} ({right})")
     if shown:
         print("\nsome wrong greedy test solutions (the verifier marks the wrong lines):")
         for f in shown:
@@ -146,9 +151,22 @@ def evaluate_all(model, args, cfg, device, label: str) -> dict:
     return record
 
 
+def evaluate_checkpoint(args, device) -> dict:
+    """--evaluate: a saved policy on the splits of the run that trained it; writes nothing."""
+    from pathlib import Path
+
+    from train_critic import task_from  # the task a policy checkpoint's run was trained on
+    model, ckpt = load_model(Path(args.evaluate), device, "policy checkpoint",
+                             "give the path of an sft.pt or actor_R.pt", value_head=False)
+    args.seed = ckpt.get("args", {}).get("seed", 0)  # the run's splits, not this flag's
+    return evaluate_all(model.eval(), args, task_from(ckpt), device, args.evaluate)
+
+
 def main(argv=None):
     args = get_args(argv)
     device = pick_device(args.device)
+    if args.evaluate:
+        return evaluate_checkpoint(args, device)
     run_dir = prepare_run_dir(args.run_dir)
     cfg = task_config(args)
     torch.manual_seed(args.seed)

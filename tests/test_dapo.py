@@ -190,3 +190,22 @@ def test_critic_examples_targets_by_hand():
     assert ex[0][0] == s0 + encode("5+3=8\nA: 8\n")  # the stop token is not part of the input
     assert ex[0][0][12] == NL_ID
     assert critic_examples([s0], conts, mc, rewards, [0], "states") == [(s0, [(6, 0.5)])]
+
+
+def test_evaluate_counts_on_hand_responses(monkeypatch):
+    """Guards against wrong evaluation statistics: on four hand-written responses (right in
+    full, right with a two-addition line, a wrong two-addition line, two slips) evaluate gives
+    accuracy 2/4, one failure with 1 and one with 2 wrong lines, and 2 two-operation lines out
+    of the 10 written, one of them right."""
+    import dapo
+    p = Problem(47, (("+", 38), ("+", 19), ("*", 3)))
+    responses = ["47+38=85\n85+19=104\nA: 104*3=312\n",
+                 "47+38+19=104\nA: 104*3=312\n",
+                 "47+38+19=94\nA: 94*3=282\n",
+                 "47+38=86\n86+19=106\nA: 106*3=318\n"]
+    monkeypatch.setattr(dapo, "solve", lambda model, problems, *a, **k: responses)
+    stats, fails = dapo.evaluate(None, [p] * 4, keep_failures=5)
+    assert stats["acc"] == 0.5 and stats["n"] == 4
+    assert stats["fail_1_wrong"] == 0.5 and stats["fail_2_wrong"] == 0.5
+    assert stats["two_op_lines"] == pytest.approx(2 / 10) and stats["two_op_acc"] == 0.5
+    assert [f[1] for f in fails] == responses[2:]

@@ -139,6 +139,23 @@ def test_pipeline_smoke(tmp_path, capsys):
     assert len(sft_rows) == 2 and len(sft_rows[1]) == 1 + 3 * 3  # accuracy, two-op lines
 
 
+def test_sft_evaluate_reproduces_and_writes_nothing(sft_dir, tmp_path, capsys):
+    """Guards against --evaluate drifting from the numbers the run recorded (it must use the
+    run's task, seed and splits) or writing into the run folder."""
+    d, _ = sft_dir
+    before = {p.name: p.stat().st_mtime_ns for p in d.iterdir()}
+    record = train_sft.main(["--evaluate", str(d / "sft.pt"), "--eval-n", "12", "--device",
+                             "cpu", "--run-dir", str(tmp_path / "unused")])
+    res = json.loads((d / "results.json").read_text())["sft"]
+    for split in ("val", "test", "ood"):
+        assert record[split] == res[split]
+    assert "two-op lines" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == before
+    assert not (tmp_path / "unused").exists()
+    code, err = run(train_sft.main, ["--evaluate", str(tmp_path / "none.pt")], capsys)
+    assert code == 2 and "no policy checkpoint at" in err
+
+
 @pytest.mark.parametrize("argv, phrase", [
     (["--steps", "0"], "--steps must be positive"),
     (["--batch-size", "-3"], "--batch-size must be positive"),
