@@ -141,15 +141,21 @@ def load_model(path: Path, device, what: str, hint: str, value_head: bool | None
     return model.to(device), ckpt
 
 
+def read_results(run_dir: Path) -> dict:
+    """run_dir/results.json as a dict ({} if there is none yet)."""
+    path = Path(run_dir) / "results.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is corrupt; delete it and re-run the stages") from None
+
+
 def update_results(run_dir: Path, stage: str, record: dict) -> dict:
     """Merge {stage: record} into run_dir/results.json (atomically) and return the whole."""
     path = Path(run_dir) / "results.json"
-    results = {}
-    if path.exists():
-        try:
-            results = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise UserError(f"{path} is corrupt; delete it and re-run the stages") from None
+    results = read_results(run_dir)
     results[stage] = record
     save_json(path, results)
     return results

@@ -148,6 +148,20 @@ def mc_value(rewards: torch.Tensor) -> torch.Tensor:
     return rewards.float().mean(dim=-1)
 
 
+def mc_noise(mc: torch.Tensor, K: int) -> float | None:
+    """How much of a Brier score against MC targets is the targets' own sampling noise.
+
+    MC(s) averages K rewards, so Var(MC | s) = V(1 - V) / K, and since E[MC (1 - MC)] =
+    V(1 - V) (K - 1) / K, the mean of MC (1 - MC) / (K - 1) estimates it without bias. For any
+    predictor p that did not see these targets (held-out states), E[(p - MC)^2] =
+    E[(p - V)^2] + this: subtracting it estimates the Brier score against the true V.
+    None when K = 1 (one sample says nothing about its own variance).
+    """
+    if K < 2:
+        return None
+    return float((mc * (1 - mc) / (K - 1)).mean())
+
+
 # ----------------------------------------------------------------------------- critic
 
 

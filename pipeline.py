@@ -117,15 +117,20 @@ def summarize(run_dirs: list[str]) -> str:
                  for split in ("val", "test", "ood")]
         rows.append(f"{st:8s} {' '.join(f'{c:>14s}' for c in cells)}")
     rows += ["", "critic and advantages, mean ± std: held-out Brier / constant predictor's for "
-             "the critic and", "two yardsticks (critic_R.heldout); states kept by the gap filter; "
-             "A ranks a right step", "above a wrong sibling (dapo_R.filter)",
-             f"{'round':8s} {'critic':>12s} {'by steps':>12s} {'err-aware':>12s} "
-             f"{'kept %':>12s} {'rank acc %':>12s}"]
+             "the critic, the same", "without the MC targets' sampling noise (an estimate against "
+             "the true V), and two", "yardsticks (critic_R.heldout); states kept by the gap "
+             "filter; A ranks a right step above", "a wrong sibling (dapo_R.filter)",
+             f"{'round':8s} {'critic':>12s} {'vs true V':>12s} {'by steps':>12s} "
+             f"{'err-aware':>12s} {'kept %':>12s} {'rank acc %':>12s}"]
     for st in stages[1:]:
         crit = [r.get(st.replace("dapo", "critic"), {}).get("heldout", {}) for r, _ in runs]
         cells = [cell([h[key] / h["brier_const"] for h in crit
                        if key in h and h["brier_const"] > 0], "5.2f", "4.2f")
                  for key in ("brier", "brier_by_depth", "brier_error_aware")]
+        cells.insert(1, cell([(h["brier"] - h["brier_mc_noise"])
+                              / (h["brier_const"] - h["brier_mc_noise"]) for h in crit
+                              if h.get("brier_mc_noise") is not None
+                              and h["brier_const"] > h["brier_mc_noise"]], "5.2f", "4.2f"))
         cells += [cell([100 * r[st]["filter"][key] for r, _ in runs
                         if r[st].get("filter", {}).get(key) is not None], "5.1f")
                   for key in ("kept_state_frac", "sibling_rank_acc")]

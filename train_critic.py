@@ -30,9 +30,9 @@ import torch
 from tqdm import tqdm
 
 from common import (UserError, add_round_args, args_dict, friendly_errors, load_model,
-                    load_torch, log_metrics, positive, prepare_run_dir, save_checkpoint,
-                    save_torch, update_results)
-from dapo import (balanced_pick, complete, critic_loss, max_solution_tokens, mc_value,
+                    load_torch, log_metrics, positive, prepare_run_dir, read_results,
+                    save_checkpoint, save_torch, update_results)
+from dapo import (balanced_pick, complete, critic_loss, max_solution_tokens, mc_noise, mc_value,
                   prefix_states)
 from data import EOT_ID, NL_ID, Problem, TaskConfig, TrainProblems, decode, encode, verify
 from model import autocast, generate, pack, pick_device, state_values
@@ -57,6 +57,9 @@ def get_args(argv=None):
                    help="states: the paper's (s, MC(s)) pairs only; continuations: also every "
                    "later state inside each continuation, with its reward as target")
     g.add_argument("--epochs", type=int, default=2, help="passes over the training examples")
+    g.add_argument("--report-only", action="store_true",
+                   help="train nothing: report on the saved critic_R.pt and its rollouts again "
+                   "(updates results.json['critic_R']['heldout'])")
     g.add_argument("--batch-size", type=int, default=64, help="sequences per step")
     g.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     g.add_argument("--log-every", type=int, default=50, help="steps between log lines")
@@ -337,50 +340,8 @@ def reference_predictors(data: dict, mc: torch.Tensor, tr_idx, ho_idx) -> dict:
     return out
 
 
-def main(argv=None):
-    args = get_args(argv)
-    device = pick_device(args.device)
-    run_dir = prepare_run_dir(args.run_dir, must_exist=True)
-    t_start = time.time()
-    src = policy_path(run_dir, args.round)
-    policy, pckpt = load_model(src, device, "reference policy checkpoint",
-                               policy_hint(args.round), value_head=False)
-    policy.eval()
-    cfg = task_from(pckpt)
-    train = TrainProblems(pckpt.get("args", {}).get("seed", 0), cfg)
-    problems = train.take(ROLLOUT_OFFSET + (args.round - 1) * args.problems, args.problems)
-    meta = {"round": args.round, "seed": args.seed, "problems": args.problems, "n1": args.n1,
-            "n": args.n, "K": args.K, "chunk": args.chunk, "policy": src.name,
-            "policy_step": pckpt.get("step")}
-    print(f"round {args.round}: pi_ref = {src}; {args.problems} problems, n1={args.n1}, "
-          f"n={args.n}, K={args.K}")
-    final = run_dir / f"rollouts_{args.round}.pt"
-    if final.exists():
-        data = load_rollouts(run_dir, args.round, meta)
-        print(f"reusing {final}: {len(data['mc'])} states (delete it to regenerate)")
-    else:
-        data = rollouts(policy, problems, args, run_dir, device, meta)
-    t_rollout = time.time() - t_start
-    del policy
-
-    # ---- the critic: same GPT, value head; round 1 from pi_ref, later from the last critic
-    if args.round == 1:
-        critic, _ = load_model(src, device, "reference policy checkpoint",
-                               policy_hint(1), value_head=True)
-    else:
-        critic, _ = load_model(run_dir / f"critic_{args.round - 1}.pt", device,
-                               "critic checkpoint",
-                               f"run train_critic.py --round {args.round - 1} first",
-                               value_head=True)
-    states, mc = unflat(data["states"]), data["mc"]
-    n_prob = args.problems
-    held_prob = set(random.Random(args.seed).sample(range(n_prob),
-                                                    max(1, int(n_prob * args.heldout_frac))))
-    heldout = torch.tensor([p in held_prob for p in data["state_problem"].tolist()])
-    tr_idx = (~heldout).nonzero().squeeze(1).tolist()
-    ho_idx = heldout.nonzero().squeeze(1).tolist()
-    const = float(mc[tr_idx].mean())  # the constant predictor: mean MC of training states
-    const = min(max(const, 1e-4), 1 - 1e-4)  # finite log-odds even if every MC is 0 or 1
+def fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device) -> None:
+    """Eq. 14-15 on the training states' targets, then save critic_R.pt (atomically)."""
     if args.round == 1:  # start the head at the constant predictor's log-odds
         with torch.no_grad():
             critic.value_head.bias.fill_(math.log(const / (1 - const)))
@@ -422,6 +383,62 @@ def main(argv=None):
     save_checkpoint(run_dir / f"critic_{args.round}.pt", critic, step=step,
                     stage=f"critic_{args.round}", args=args_dict(args))
 
+
+def main(argv=None):
+    args = get_args(argv)
+    device = pick_device(args.device)
+    run_dir = prepare_run_dir(args.run_dir, must_exist=True)
+    t_start = time.time()
+    src = policy_path(run_dir, args.round)
+    policy, pckpt = load_model(src, device, "reference policy checkpoint",
+                               policy_hint(args.round), value_head=False)
+    policy.eval()
+    cfg = task_from(pckpt)
+    train = TrainProblems(pckpt.get("args", {}).get("seed", 0), cfg)
+    problems = train.take(ROLLOUT_OFFSET + (args.round - 1) * args.problems, args.problems)
+    meta = {"round": args.round, "seed": args.seed, "problems": args.problems, "n1": args.n1,
+            "n": args.n, "K": args.K, "chunk": args.chunk, "policy": src.name,
+            "policy_step": pckpt.get("step")}
+    print(f"round {args.round}: pi_ref = {src}; {args.problems} problems, n1={args.n1}, "
+          f"n={args.n}, K={args.K}")
+    final = run_dir / f"rollouts_{args.round}.pt"
+    if args.report_only and not (final.exists() and (run_dir / f"critic_{args.round}.pt").exists()):
+        raise UserError(f"--report-only needs {final} and critic_{args.round}.pt in {run_dir}; "
+                        f"run train_critic.py --round {args.round} first")
+    if final.exists():
+        data = load_rollouts(run_dir, args.round, meta)
+        print(f"reusing {final}: {len(data['mc'])} states (delete it to regenerate)")
+    else:
+        data = rollouts(policy, problems, args, run_dir, device, meta)
+    t_rollout = time.time() - t_start
+    del policy
+
+    # ---- the critic: same GPT, value head; round 1 from pi_ref, later from the last critic
+    if args.report_only:
+        critic, _ = load_model(run_dir / f"critic_{args.round}.pt", device, "critic checkpoint",
+                               f"run train_critic.py --round {args.round} first",
+                               value_head=True)
+    elif args.round == 1:
+        critic, _ = load_model(src, device, "reference policy checkpoint",
+                               policy_hint(1), value_head=True)
+    else:
+        critic, _ = load_model(run_dir / f"critic_{args.round - 1}.pt", device,
+                               "critic checkpoint",
+                               f"run train_critic.py --round {args.round - 1} first",
+                               value_head=True)
+    states, mc = unflat(data["states"]), data["mc"]
+    n_prob = args.problems
+    held_prob = set(random.Random(args.seed).sample(range(n_prob),
+                                                    max(1, int(n_prob * args.heldout_frac))))
+    heldout = torch.tensor([p in held_prob for p in data["state_problem"].tolist()])
+    tr_idx = (~heldout).nonzero().squeeze(1).tolist()
+    ho_idx = heldout.nonzero().squeeze(1).tolist()
+    const = float(mc[tr_idx].mean())  # the constant predictor: mean MC of training states
+    const = min(max(const, 1e-4), 1 - 1e-4)  # finite log-odds even if every MC is 0 or 1
+    if not args.report_only:
+        fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device)
+    critic.eval()
+
     # ---- held-out report
     v_all = state_values(critic, states, EOT_ID)
     v_ho, mc_ho = v_all[ho_idx], mc[ho_idx]
@@ -436,6 +453,12 @@ def main(argv=None):
     print(f"  BCE   {bce:.4f}  (constant predictor {bce_c:.4f})")
     print(f"  Brier {brier:.4f}  (constant predictor {brier_c:.4f}; ratio "
           f"{brier / max(brier_c, 1e-12):.2f})")
+    noise = mc_noise(mc_ho, data["rewards"].shape[1])
+    if noise is not None and brier_c - noise > 1e-12:
+        print(f"  of each Brier score about {noise:.4f} is the MC targets' own sampling noise "
+              f"(K={data['rewards'].shape[1]}); without it (an estimate against the true V) "
+              f"{brier - noise:.4f} vs {brier_c - noise:.4f}, ratio "
+              f"{(brier - noise) / (brier_c - noise):.2f}")
     rd, re_ = (ref[k] / max(brier_c, 1e-12) for k in ("brier_by_depth", "brier_error_aware"))
     print(f"  yardsticks, not critics: the mean MC of training states with as many steps taken,"
           f" Brier {ref['brier_by_depth']:.4f} (ratio {rd:.2f}); the same when also told by the "
@@ -450,12 +473,15 @@ def main(argv=None):
     plot_calibration(cal, run_dir / f"critic_{args.round}_calibration.png")
     wall = time.time() - t_start
     record = {"heldout": {"bce": bce, "bce_const": bce_c, "brier": brier,
-                          "brier_const": brier_c, **ref, "n_states": len(ho_idx),
-                          "calibration": cal, **sig},
+                          "brier_const": brier_c, "brier_mc_noise": noise, **ref,
+                          "n_states": len(ho_idx), "calibration": cal, **sig},
               "states": len(states), "train_states": len(tr_idx), "mean_mc": float(mc.mean()),
               "gen_accuracy": data["gen_accuracy"],
               "generated_tokens": data["generated_tokens"] + data["completion_tokens"],
               "rollout_time_s": t_rollout, "wall_time_s": wall}
+    if args.report_only:  # keep what the training run measured about itself
+        old = read_results(run_dir).get(f"critic_{args.round}", {})
+        record = {**record, **{k: old[k] for k in ("rollout_time_s", "wall_time_s") if k in old}}
     update_results(run_dir, f"critic_{args.round}", record)
     print(f"critic stage done in {wall:.0f} s; results.json['critic_{args.round}'] written")
     return record

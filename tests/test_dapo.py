@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dapo import (advantages, balanced_pick, complete, critic_loss, first_step, is_terminal,
-                  mc_value, prefix_states, scripted_policy, split_steps, step_spans)
+                  mc_noise, mc_value, prefix_states, scripted_policy, split_steps, step_spans)
 from data import EOT_ID, NL_ID, Problem, decode, encode, verify
 
 PROB = Problem(47, (("+", 38), ("-", 19), ("*", 3)))
@@ -209,3 +209,22 @@ def test_evaluate_counts_on_hand_responses(monkeypatch):
     assert stats["fail_1_wrong"] == 0.5 and stats["fail_2_wrong"] == 0.5
     assert stats["two_op_lines"] == pytest.approx(2 / 10) and stats["two_op_acc"] == 0.5
     assert [f[1] for f in fails] == responses[2:]
+
+
+def test_mc_noise_by_hand_and_against_the_true_values():
+    """Guards against a wrong noise correction: by hand, MC = 0.25 and 1.0 with K = 4 give
+    (0.25 * 0.75 / 3 + 0) / 2; on simulated targets (true V known) the estimate matches the
+    targets' actual variance around V, and Brier against MC minus it matches Brier against V
+    for a predictor that never saw the targets; K = 1 gives None."""
+    assert mc_noise(torch.tensor([0.25, 1.0]), 4) == pytest.approx(0.25 * 0.75 / 3 / 2)
+    assert mc_noise(torch.tensor([0.0, 1.0]), 1) is None
+    gen = torch.Generator().manual_seed(0)
+    K, n = 4, 200_000
+    v = torch.rand(n, generator=gen)
+    mc = (torch.rand(n, K, generator=gen) < v[:, None]).float().mean(1)
+    pred = (v + 0.2 * torch.randn(n, generator=gen)).clamp(0, 1)  # some imperfect predictor
+    noise = mc_noise(mc, K)
+    assert noise == pytest.approx(float(((mc - v) ** 2).mean()), rel=0.02)
+    assert noise == pytest.approx(float((v * (1 - v)).mean()) / K, rel=0.02)
+    brier_v = float(((pred - v) ** 2).mean())
+    assert float(((pred - mc) ** 2).mean()) - noise == pytest.approx(brier_v, rel=0.02)

@@ -72,6 +72,14 @@ def test_critic_and_actor_smoke(sft_dir, tmp_path, capsys):
     assert not (d / "rollouts_1.parts").exists()
     out = capsys.readouterr().out
     assert "Brier" in out and "calibration" in out and "tokens" in out
+    # --report-only reports on the saved critic again: same numbers, no training, no new files
+    stamp = (d / "critic_1.pt").stat().st_mtime_ns
+    before = json.loads((d / "results.json").read_text())["critic_1"]
+    again = train_critic.main(["--run-dir", str(d), "--report-only"] + CRITIC)
+    assert (d / "critic_1.pt").stat().st_mtime_ns == stamp
+    assert again["heldout"] == before["heldout"]
+    assert again["wall_time_s"] == before["wall_time_s"]
+    assert "critic step" not in capsys.readouterr().out
     rec = train_actor.main(["--run-dir", str(d)] + ACTOR)
     assert set(rec) >= {"val", "test", "ood", "filter"}
     assert (d / "actor_1.pt").exists()
@@ -134,7 +142,7 @@ def test_pipeline_smoke(tmp_path, capsys):
     # accuracy, change from sft, two-operation lines, then critic diagnostics
     assert [r[0] for r in rows] == ["dapo_1", "dapo_2"] * 4
     assert all(len(r) == 1 + 3 * 3 for r in rows[2:6]), rows[2:6]  # 3 cells "m ± sd"
-    assert all(len(r) == 1 + 5 * 3 for r in rows[6:]), rows[6:]  # 5 cells "m ± sd", none "-"
+    assert all(len(r) == 1 + 6 * 3 for r in rows[6:]), rows[6:]  # 6 cells "m ± sd", none "-"
     sft_rows = [ln.split() for ln in out.splitlines() if ln.startswith("sft ")]
     assert len(sft_rows) == 2 and len(sft_rows[1]) == 1 + 3 * 3  # accuracy, two-op lines
 
@@ -189,6 +197,11 @@ def test_critic_bad_input(sft_dir, tmp_path, capsys):
     empty.mkdir()
     code, err = run(train_critic.main, ["--run-dir", str(empty)] + CRITIC, capsys)
     assert code == 2 and "run train_sft.py first" in err
+    fresh = tmp_path / "fresh"
+    shutil.copytree(sft_dir[0], fresh)
+    code, err = run(train_critic.main, ["--run-dir", str(fresh), "--report-only"] + CRITIC,
+                    capsys)
+    assert code == 2 and "--report-only needs" in err and not (fresh / "rollouts_1.pt").exists()
     for argv, phrase in [(["--K", "0"], "--K must be positive"),
                          (["--n1", "-1"], "--n1 must be positive"),
                          (["--n", "9", "--n1", "4"], "cannot exceed")]:
