@@ -415,9 +415,14 @@ def main(argv=None):
 
     # ---- the critic: same GPT, value head; round 1 from pi_ref, later from the last critic
     if args.report_only:
-        critic, _ = load_model(run_dir / f"critic_{args.round}.pt", device, "critic checkpoint",
-                               f"run train_critic.py --round {args.round} first",
-                               value_head=True)
+        critic, cckpt = load_model(run_dir / f"critic_{args.round}.pt", device,
+                                   "critic checkpoint",
+                                   f"run train_critic.py --round {args.round} first",
+                                   value_head=True)
+        trained = cckpt.get("args", {}).get("heldout_frac", args.heldout_frac)
+        if trained != args.heldout_frac:  # another split would report on training states
+            raise UserError(f"critic_{args.round}.pt held out --heldout-frac {trained}; "
+                            "pass the same value to --report-only")
     elif args.round == 1:
         critic, _ = load_model(src, device, "reference policy checkpoint",
                                policy_hint(1), value_head=True)

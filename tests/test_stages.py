@@ -80,6 +80,9 @@ def test_critic_and_actor_smoke(sft_dir, tmp_path, capsys):
     assert again["heldout"] == before["heldout"]
     assert again["wall_time_s"] == before["wall_time_s"]
     assert "critic step" not in capsys.readouterr().out
+    code, err = run(train_critic.main, ["--run-dir", str(d), "--report-only",
+                                        "--heldout-frac", "0.5"] + CRITIC, capsys)
+    assert code == 2 and "pass the same value" in err
     rec = train_actor.main(["--run-dir", str(d)] + ACTOR)
     assert set(rec) >= {"val", "test", "ood", "filter"}
     assert (d / "actor_1.pt").exists()
