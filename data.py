@@ -102,8 +102,25 @@ class TaskConfig:
         if not 0.0 <= self.fuse_prob <= 1.0:
             raise ValueError(f"fuse_prob must be in [0, 1], got {self.fuse_prob}")
 
+    @classmethod
+    def from_args(cls, args: dict) -> "TaskConfig":
+        """The task of a script's arguments (a dict, as saved in every checkpoint): its
+        min_steps, max_steps, ood_steps and fuse_prob, the defaults where missing or None."""
+        d = cls()
+        return cls(min_steps=args.get("min_steps") or d.min_steps,
+                   max_steps=args.get("max_steps") or d.max_steps,
+                   ood_steps=args.get("ood_steps") or d.ood_steps,
+                   fuse_prob=d.fuse_prob if args.get("fuse_prob") is None else args["fuse_prob"])
+
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+def apply_ops(v: int, ops) -> int:
+    """v followed by the operations ((op, operand), ...), strictly left to right."""
+    for op, y in ops:
+        v = OPS[op](v, y)
+    return v
 
 
 @dataclass(frozen=True)
@@ -139,13 +156,17 @@ class Problem:
         line with two operations skips writing the value between them, "47+38-19=66"."""
         if sum(group) != len(self.ops) or min(group, default=0) < 1:
             raise ValueError(f"line sizes {group} do not cover the {len(self.ops)} operations")
-        lines, v, i = [], self.start, 0
+        lines, v, i, values = [], self.start, 0, self.values()
         for k in group:
-            nxt = self.values()[i + k - 1]
+            nxt = values[i + k - 1]
             lines.append(f"{v}" + "".join(f"{op}{y}" for op, y in self.ops[i:i + k]) + f"={nxt}")
             v, i = nxt, i + k
         lines[-1] = "A: " + lines[-1]
         return "".join(line + "\n" for line in lines)
+
+    def two_additions_at(self, i: int) -> bool:
+        """Operations i and i + 1 are both additions: where a demonstration may fuse them."""
+        return i + 1 < len(self.ops) and self.ops[i][0] == self.ops[i + 1][0] == "+"
 
     def demonstration(self, rng: random.Random, fuse_prob: float) -> str:
         """A training solution as a quick human would write it: two additions in a row go on
@@ -154,8 +175,7 @@ class Problem:
         (DAPO) that writing every value out is what it can do reliably."""
         group, i = [], 0
         while i < len(self.ops):
-            pair = i + 1 < len(self.ops) and self.ops[i][0] == self.ops[i + 1][0] == "+"
-            k = 2 if pair and rng.random() < fuse_prob else 1
+            k = 2 if self.two_additions_at(i) and rng.random() < fuse_prob else 1
             group.append(k)
             i += k
         return self.write(group)
@@ -298,19 +318,14 @@ def verify(problem: Problem, response: str) -> Verdict:
                 i += 1
                 continue
             last = done + k == n
-            truth = prev
-            for op, y in todo:
-                truth = OPS[op](truth, y)
             expected.append(("A: " if last else "") + f"{prev}"
-                            + "".join(f"{op}{y}" for op, y in todo) + f"={truth}")
+                            + "".join(f"{op}{y}" for op, y in todo) + f"={apply_ops(prev, todo)}")
             line_ops.append(len(todo))
             good = False
             if m:
                 a, c = int(m[2]), int(m[4])
-                value = a
-                for op, y in written:
-                    value = OPS[op](value, y)
-                good = a == prev and written == list(todo) and c == value and bool(m[1]) == last
+                good = (a == prev and written == list(todo) and c == apply_ops(a, written)
+                        and bool(m[1]) == last)
                 prev = c
                 if last and m[1] and i == len(lines) - 1:
                     answer = c
@@ -336,7 +351,7 @@ def parse_prompt(prompt: str) -> Problem | None:
 if __name__ == "__main__":
     for split in ("val", "test"):
         probs = eval_split(split, 500)
-        pairs = sum(any(a[0] == b[0] == "+" for a, b in zip(q.ops, q.ops[1:])) for q in probs)
+        pairs = sum(any(q.two_additions_at(i) for i in range(len(q.ops))) for q in probs)
         print(f"{split}: {pairs / len(probs):.1%} of the first 500 problems have two additions "
               "in a row (where demonstrations take the shortcut)")
     p = TrainProblems(0)[0]

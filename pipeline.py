@@ -20,7 +20,7 @@ import re
 import time
 from pathlib import Path
 
-from common import friendly_errors, positive, prepare_run_dir, save_json
+from common import friendly_errors, positive, prepare_run_dir, read_results, save_json
 import train_actor
 import train_critic
 import train_sft
@@ -189,7 +189,7 @@ def main(argv=None):
         fn(argv_stage)
         walls[name] = time.time() - t0
         save_json(timing_file, walls)
-    results = json.loads((Path(run_dir) / "results.json").read_text())
+    results = read_results(run_dir)
     print(f"\nDirect Advantage Policy Optimization, {args.rounds} rounds, seed {args.seed}: "
           "greedy accuracy")
     print(table(results, walls))

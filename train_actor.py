@@ -17,7 +17,6 @@ Writes RUN_DIR/actor_R.pt, which is pi_ref of round R + 1 (iterative DAPO, Alg. 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 
@@ -25,7 +24,8 @@ import torch
 from tqdm import tqdm
 
 from common import (UserError, add_round_args, args_dict, friendly_errors, load_model,
-                    log_metrics, positive, prepare_run_dir, save_checkpoint, update_results)
+                    log_metrics, positive, prepare_run_dir, read_results, save_checkpoint,
+                    update_results)
 from dapo import advantages, dapo_loss, evaluate, first_step, is_terminal
 from data import EOT_ID, decode, encode, eval_split, parse_prompt, split_lines, verify
 from model import autocast, continuation_logprob, pack_continuations, pick_device
@@ -243,8 +243,7 @@ def main(argv=None):
     # ---- evaluation: greedy accuracy before (pi_ref) and after (the actor)
     results_prev = f"dapo_{args.round - 1}" if args.round > 1 else "sft"
     after = greedy_eval(actor, cfg, args.eval_n, data_seed)
-    res_path = run_dir / "results.json"
-    prev = json.loads(res_path.read_text()).get(results_prev, {}) if res_path.exists() else {}
+    prev = read_results(run_dir).get(results_prev, {})
     before = {s: prev[s]["greedy_acc"] for s in after if s in prev and
               prev[s].get("n") == args.eval_n}
     if len(before) < 3:  # not recorded with this --eval-n: measure pi_ref again

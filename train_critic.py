@@ -87,11 +87,7 @@ def policy_hint(rnd: int) -> str:
 
 def task_from(ckpt: dict) -> TaskConfig:
     """The task the SFT run was trained on (stored in every policy checkpoint's args)."""
-    a, d = ckpt.get("args", {}), TaskConfig()
-    return TaskConfig(min_steps=a.get("min_steps") or d.min_steps,
-                      max_steps=a.get("max_steps") or d.max_steps,
-                      ood_steps=a.get("ood_steps") or d.ood_steps,
-                      fuse_prob=d.fuse_prob if a.get("fuse_prob") is None else a["fuse_prob"])
+    return TaskConfig.from_args(ckpt.get("args", {}))
 
 
 # ----------------------------------------------------------------------------- rollouts

@@ -14,6 +14,7 @@ import argparse
 import math
 import random
 import time
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -86,10 +87,7 @@ def get_args(argv=None):
 
 
 def task_config(args) -> TaskConfig:
-    d = TaskConfig()
-    return TaskConfig(min_steps=args.min_steps or d.min_steps, max_steps=args.max_steps or
-                      d.max_steps, ood_steps=args.ood_steps or d.ood_steps,
-                      fuse_prob=d.fuse_prob if args.fuse_prob is None else args.fuse_prob)
+    return TaskConfig.from_args(vars(args))
 
 
 def batch(problems, device, rng: random.Random, fuse_prob: float):
@@ -153,13 +151,12 @@ def evaluate_all(model, args, cfg, device, label: str) -> dict:
 
 def evaluate_checkpoint(args, device) -> dict:
     """--evaluate: a saved policy on the splits of the run that trained it; writes nothing."""
-    from pathlib import Path
-
-    from train_critic import task_from  # the task a policy checkpoint's run was trained on
     model, ckpt = load_model(Path(args.evaluate), device, "policy checkpoint",
                              "give the path of an sft.pt or actor_R.pt", value_head=False)
-    args.seed = ckpt.get("args", {}).get("seed", 0)  # the run's splits, not this flag's
-    return evaluate_all(model.eval(), args, task_from(ckpt), device, args.evaluate)
+    run_args = ckpt.get("args", {})
+    args.seed = run_args.get("seed", 0)  # the run's splits, not this flag's
+    return evaluate_all(model.eval(), args, TaskConfig.from_args(run_args), device,
+                        args.evaluate)
 
 
 def main(argv=None):
