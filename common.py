@@ -121,14 +121,18 @@ def save_checkpoint(path: Path, model: GPT, **extra) -> None:
                                                       if k in ("args", "step", "stage")}})
 
 
-def load_model(path: Path, device, what: str, hint: str, value_head: bool | None = None):
+def load_model(path: Path, device, what: str, hint: str, value_head: bool | None = None,
+               value_surprisal: bool | None = None):
     """Load a GPT checkpoint. value_head=True adds a fresh (zero) value head to a policy;
-    value_head=False drops one. Returns (model, checkpoint dict)."""
+    value_head=False drops one; value_surprisal=True gives a new value head the surprisal input
+    (model.GPT.value_logits). Returns (model, checkpoint dict)."""
     ckpt = load_torch(path, what, hint)
     try:
         cfg = dict(ckpt["model_config"])
         if value_head is not None:
             cfg["value_head"] = value_head
+        if value_surprisal is not None or value_head is False:
+            cfg["value_surprisal"] = bool(value_surprisal) and value_head is not False
         model = GPT(GPTConfig(**cfg))
         state = {k: v for k, v in ckpt["model"].items()
                  if value_head is not False or not k.startswith("value_head")}

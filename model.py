@@ -26,6 +26,9 @@ class GPTConfig:
     n_head: int = 4  # attention heads per block
     n_embd: int = 128  # residual stream width
     value_head: bool = False  # add a scalar head V(s) = sigmoid(w . h_last + b) for the critic
+    value_surprisal: bool = False  # the value head also reads the LM's own surprisal (below)
+    prompt_end_id: int = 10  # surprisal counts after the first of these tokens ("\n" ends the
+    #                          prompt, data.NL_ID)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -152,6 +155,9 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying
         self.value_head = nn.Linear(cfg.n_embd, 1) if cfg.value_head else None
+        if cfg.value_head and cfg.value_surprisal:  # names start with value_head: critic-only
+            self.value_head_gate = nn.Linear(cfg.n_embd, 1)
+            self.value_head_surprisal = nn.Parameter(torch.zeros(1))
         hs = cfg.n_embd // cfg.n_head
         inv_freq = 1.0 / (10000 ** (torch.arange(0, hs, 2).float() / hs))
         angles = torch.outer(torch.arange(cfg.block_size).float(), inv_freq)  # (block, hs/2)
@@ -164,6 +170,9 @@ class GPT(nn.Module):
         if self.value_head is not None:
             nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)
+        if hasattr(self, "value_head_gate"):  # gate 1/2 everywhere, surprisal weight 0: at
+            nn.init.zeros_(self.value_head_gate.weight)  # init this is the plain head
+            nn.init.zeros_(self.value_head_gate.bias)
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -206,11 +215,42 @@ class GPT(nn.Module):
         m = torch.ones_like(nll) if loss_mask is None else loss_mask.flatten().float()
         return logits, (nll * m).sum() / m.sum().clamp(min=1)
 
-    def value_logits(self, idx: torch.Tensor) -> torch.Tensor:
-        """Critic logits (B, T): position t scores the state idx[:, :t+1]. V = sigmoid(logit)."""
+    def value_logits(self, idx: torch.Tensor, with_surprisal: bool = False):
+        """Critic logits (B, T): position t scores the state idx[:, :t+1]. V = sigmoid(logit).
+
+        The paper's head is linear in the last hidden state: w . h_t + b. With
+        config.value_surprisal (this project's addition, README "The critic") it also reads how
+        surprised the network's own language-model head is by each token written so far:
+
+            logit_t = w . h_t + b + u * max_{j <= t, j in response} g_j * s_j
+            s_j = -log p_LM(idx_j | idx_<j),   g_j = sigmoid(a . h_{j-1} + c)
+
+        A critic initialised from pi_ref starts with pi_ref's LM, so s_j is large where a step
+        wrote a digit pi_ref itself found unlikely: the mark of an arithmetic slip, which the
+        plain head has to learn to re-derive. The gate g learns which positions count (result
+        digits, not a free choice of wording); u starts at 0, so training starts from the plain
+        head. with_surprisal=True also returns s (B, T-1), for the language-model loss that keeps
+        the critic's LM the completer's (train_critic.py --lm-coef).
+        """
         if self.value_head is None:
             raise ValueError("this model has no value head (GPTConfig.value_head=False)")
-        return self.value_head(self.hidden(idx)).squeeze(-1).float()
+        h = self.hidden(idx)  # (B, T, C)
+        logit = self.value_head(h).squeeze(-1).float()  # (B, T)
+        reads = hasattr(self, "value_head_gate")
+        if not (reads or with_surprisal):
+            return logit
+        logp = F.log_softmax(self.lm_head(h[:, :-1]).float(), dim=-1)  # predicts idx[:, 1:]
+        s = -logp.gather(-1, idx[:, 1:, None]).squeeze(-1)  # (B, T-1) surprisal of idx_j
+        if reads:
+            g = torch.sigmoid(self.value_head_gate(h[:, :-1]).squeeze(-1).float())
+            x = torch.where(self.after_prompt(idx), g * s, torch.zeros_like(s))
+            x = torch.cat([x.new_zeros(len(x), 1), x], dim=1).cummax(dim=1).values  # (B, T)
+            logit = logit + self.value_head_surprisal * x
+        return (logit, s) if with_surprisal else logit
+
+    def after_prompt(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T-1) bool: token j + 1 of each row comes after the first prompt_end_id token."""
+        return (idx == self.config.prompt_end_id).long().cumsum(1)[:, :-1] > 0
 
 
 # ----------------------------------------------------------------------------- batching

@@ -11,7 +11,10 @@
    an interrupted run, started again, resumes where it stopped and gives the same MC values.
 3. Critic: the same GPT with a value head, initialised from pi_ref in round 1 and from the
    previous critic after that, trained with soft-target BCE on (state, MC) (eq. 14-15), and
-   evaluated on the states of held-out problems.
+   evaluated on the states of held-out problems. Beyond the paper (README "The critic"), by
+   default its head also reads its own LM's surprisal at the tokens written so far (--head),
+   and a next-token loss on the training text keeps that LM pi_ref's (--lm-coef);
+   --head plain --lm-coef 0 --targets states is the paper's recipe exactly.
 
 pi_ref of round R is RUN_DIR/sft.pt for R = 1 and RUN_DIR/actor_{R-1}.pt after. Writes
 RUN_DIR/rollouts_R.pt, RUN_DIR/critic_R.pt and results.json["critic_R"].
@@ -56,12 +59,20 @@ def get_args(argv=None):
     g.add_argument("--targets", choices=("continuations", "states"), default="continuations",
                    help="states: the paper's (s, MC(s)) pairs only; continuations: also every "
                    "later state inside each continuation, with its reward as target")
+    g.add_argument("--head", choices=("surprisal", "plain"), default="surprisal",
+                   help="plain: the paper's linear head on the last hidden state; surprisal: "
+                   "it also reads the LM's own surprisal at the tokens written so far (README)")
+    g.add_argument("--lm-coef", type=float, default=1.0,
+                   help="weight of a next-token loss on the response tokens of the critic's "
+                   "training text, which keeps its LM head pi_ref's (0: BCE only, the paper)")
     g.add_argument("--epochs", type=int, default=2, help="passes over the training examples")
     g.add_argument("--report-only", action="store_true",
                    help="train nothing: report on the saved critic_R.pt and its rollouts again "
                    "(updates results.json['critic_R']['heldout'])")
     g.add_argument("--batch-size", type=int, default=64, help="sequences per step")
     g.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    g.add_argument("--surprisal-lr", type=float, default=3e-2,
+                   help="AdamW learning rate of the surprisal head's gate and weight")
     g.add_argument("--log-every", type=int, default=50, help="steps between log lines")
     args = p.parse_args(argv)
     for name in ("round", "problems", "n1", "n", "K", "sample_batch", "chunk", "epochs",
@@ -70,8 +81,9 @@ def get_args(argv=None):
     if args.n > args.n1:
         raise UserError(f"--n ({args.n}) cannot exceed --n1 ({args.n1}): keep at most what "
                         "you sample")
-    if not 0 < args.heldout_frac < 1 or args.lr <= 0:
-        raise UserError("--heldout-frac must be in (0, 1) and --lr positive")
+    if not 0 < args.heldout_frac < 1 or min(args.lr, args.surprisal_lr) <= 0 or args.lm_coef < 0:
+        raise UserError("--heldout-frac must be in (0, 1), --lr and --surprisal-lr positive and "
+                        "--lm-coef at least 0")
     return args
 
 
@@ -257,15 +269,20 @@ def critic_examples(states, conts, mc, rewards, ids, mode: str) -> list[tuple]:
     return out
 
 
-def critic_step_loss(critic, examples, device) -> torch.Tensor:
-    """Eq. 14-15 averaged over every target position of a batch of examples."""
-    idx, _ = pack([e[0] for e in examples], EOT_ID, device)
+def critic_step_loss(critic, examples, device, lm_coef: float = 0.0) -> torch.Tensor:
+    """Eq. 14-15 averaged over every target position of a batch of examples; plus, if lm_coef,
+    lm_coef times the mean next-token loss over the response tokens of the examples."""
+    idx, lengths = pack([e[0] for e in examples], EOT_ID, device)
     rows = torch.tensor([r for r, e in enumerate(examples) for _ in e[1]], device=device)
     cols = torch.tensor([p for e in examples for p, _ in e[1]], device=device)
     target = torch.tensor([t for e in examples for _, t in e[1]], device=device)
     with autocast(device):
-        logits = critic.value_logits(idx)  # (B, T)
-    return critic_loss(logits[rows, cols], target)
+        if not lm_coef:
+            return critic_loss(critic.value_logits(idx)[rows, cols], target)
+        logits, s = critic.value_logits(idx, with_surprisal=True)  # (B, T), (B, T-1)
+    real = torch.arange(1, idx.shape[1], device=device) < lengths[:, None]  # not padding
+    m = (critic.after_prompt(idx) & real).float()
+    return critic_loss(logits[rows, cols], target) + lm_coef * (s * m).sum() / m.sum().clamp(min=1)
 
 
 def critic_batches(n: int, batch_size: int, gen: torch.Generator):
@@ -341,8 +358,15 @@ def fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device) -
     if args.round == 1:  # start the head at the constant predictor's log-odds
         with torch.no_grad():
             critic.value_head.bias.fill_(math.log(const / (1 - const)))
-    opt = torch.optim.AdamW(critic.parameters(), lr=args.lr, betas=(0.9, 0.95),
-                            weight_decay=0.0, fused=device.type == "cuda")
+    # the surprisal gate and weight (two small tensors, 0 at the start) get their own, larger
+    # learning rate: at the body's they barely move in a couple of epochs (README "The critic")
+    surprisal = [p for n, p in critic.named_parameters() if n.startswith("value_head_")]
+    rest = [p for n, p in critic.named_parameters() if not n.startswith("value_head_")]
+    groups = [{"params": rest, "base_lr": args.lr}]
+    if surprisal:
+        groups.append({"params": surprisal, "base_lr": args.surprisal_lr})
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0,
+                            fused=device.type == "cuda")
     gen = torch.Generator().manual_seed(args.seed)
     critic.train()
     examples = critic_examples(states, unflat(data["continuations"]), mc, data["rewards"],
@@ -357,8 +381,8 @@ def fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device) -
     for epoch in range(args.epochs):
         for b in critic_batches(len(examples), args.batch_size, gen):
             for g in opt.param_groups:  # cosine decay over all steps
-                g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss = critic_step_loss(critic, [examples[i] for i in b], device)
+                g["lr"] = g["base_lr"] * 0.5 * (1 + math.cos(math.pi * step / total))
+            loss = critic_step_loss(critic, [examples[i] for i in b], device, args.lm_coef)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
@@ -401,15 +425,8 @@ def main(argv=None):
     if args.report_only and not (final.exists() and (run_dir / f"critic_{args.round}.pt").exists()):
         raise UserError(f"--report-only needs {final} and critic_{args.round}.pt in {run_dir}; "
                         f"run train_critic.py --round {args.round} first")
-    if final.exists():
-        data = load_rollouts(run_dir, args.round, meta)
-        print(f"reusing {final}: {len(data['mc'])} states (delete it to regenerate)")
-    else:
-        data = rollouts(policy, problems, args, run_dir, device, meta)
-    t_rollout = time.time() - t_start
-    del policy
-
     # ---- the critic: same GPT, value head; round 1 from pi_ref, later from the last critic
+    # (loaded before the rollouts, so that a missing or mismatched one fails at once)
     if args.report_only:
         critic, cckpt = load_model(run_dir / f"critic_{args.round}.pt", device,
                                    "critic checkpoint",
@@ -421,12 +438,25 @@ def main(argv=None):
                             "pass the same value to --report-only")
     elif args.round == 1:
         critic, _ = load_model(src, device, "reference policy checkpoint",
-                               policy_hint(1), value_head=True)
+                               policy_hint(1), value_head=True,
+                               value_surprisal=args.head == "surprisal")
     else:
         critic, _ = load_model(run_dir / f"critic_{args.round - 1}.pt", device,
                                "critic checkpoint",
                                f"run train_critic.py --round {args.round - 1} first",
                                value_head=True)
+        head = "surprisal" if critic.config.value_surprisal else "plain"
+        if head != args.head:  # each round refits the last critic, head and all
+            raise UserError(f"critic_{args.round - 1}.pt has the {head} head; pass --head "
+                            f"{head}, or start again from round 1 with --head {args.head}")
+    if final.exists():
+        data = load_rollouts(run_dir, args.round, meta)
+        print(f"reusing {final}: {len(data['mc'])} states (delete it to regenerate)")
+    else:
+        data = rollouts(policy, problems, args, run_dir, device, meta)
+    t_rollout = time.time() - t_start
+    del policy
+
     states, mc = unflat(data["states"]), data["mc"]
     n_prob = args.problems
     held_prob = set(random.Random(args.seed).sample(range(n_prob),

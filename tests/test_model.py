@@ -15,12 +15,13 @@ PROMPT_LENS = [5, 1, 9, 3, 12, 7]
 
 
 def tiny_model(seed: int = 0, value_head: bool = False, std: float = 0.3,
-               block_size: int = 64) -> GPT:
+               block_size: int = 64, value_surprisal: bool = False) -> GPT:
     """A 2-layer, 32-wide GPT with weights drawn at std (much larger than GPT-2's 0.02) so its
     outputs depend strongly on the context: a bug that leaks padding or mixes up positions
     then changes the sampled tokens instead of hiding in near-uniform logits."""
     torch.manual_seed(seed)
-    cfg = GPTConfig(block_size=block_size, n_layer=2, n_head=2, n_embd=32, value_head=value_head)
+    cfg = GPTConfig(block_size=block_size, n_layer=2, n_head=2, n_embd=32, value_head=value_head,
+                    value_surprisal=value_surprisal)
     model = GPT(cfg)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -434,6 +435,67 @@ def test_value_logits_without_value_head_raises(model):
         model.value_logits(torch.tensor([[1, 2, 3]]))
     with pytest.raises(ValueError):
         state_values(model, [[1, 2, 3]], pad_id=PAD)
+
+
+NL = GPTConfig().prompt_end_id  # the "\n" that ends the prompt
+
+
+def test_surprisal_head_by_hand():
+    """Guards against a wrong surprisal input to the critic: with the linear head zeroed, the
+    gate open and u = 1, logit_t is the running max over response tokens j <= t of
+    -log p_LM(idx_j | idx_<j), computed here from the plain LM forward; tokens up to and
+    including the first "\n" (the prompt) count nothing."""
+    m = tiny_model(5, value_head=True, value_surprisal=True)
+    with torch.no_grad():
+        m.value_head.weight.zero_()
+        m.value_head.bias.zero_()
+        m.value_head_gate.weight.zero_()
+        m.value_head_gate.bias.fill_(50.0)  # sigmoid(50) = 1 in fp32
+        m.value_head_surprisal.fill_(1.0)
+    seq = [7, 200, 31, NL, 44, 9, 120, NL, 3, 250, 61]
+    idx = torch.tensor([seq])
+    with torch.no_grad():
+        got = m.value_logits(idx)[0]
+        logp = F.log_softmax(m(idx)[0][0].float(), dim=-1)
+    s = [-float(logp[j - 1, seq[j]]) for j in range(1, len(seq))]
+    first_response = seq.index(NL) + 1
+    want, run = [], 0.0
+    for t in range(len(seq)):
+        if t >= first_response:
+            run = max(run, s[t - 1])
+        want.append(run)
+    torch.testing.assert_close(got, torch.tensor(want), atol=1e-5, rtol=1e-5)
+    assert got[first_response - 1] == 0 and got[-1] > 0.5  # prompt silent; the rest is not
+
+
+def test_surprisal_head_starts_as_the_plain_head_and_is_causal():
+    """Guards against the added input changing an untrained critic or peeking ahead: with
+    u = 0 (its initial value) the logits equal the plain head's on the same weights; with u != 0
+    the logit at t depends only on tokens <= t."""
+    plain = tiny_model(6, value_head=True, std=0.2)
+    surp = GPT(GPTConfig(**{**M.config_dict(plain), "value_surprisal": True})).eval()
+    surp.load_state_dict(plain.state_dict(), strict=False)
+    assert float(surp.value_head_surprisal) == 0.0
+    idx = torch.tensor([[5, 80, NL, 17, 230, 4, NL, 66]])
+    with torch.no_grad():
+        torch.testing.assert_close(surp.value_logits(idx), plain.value_logits(idx))
+        surp.value_head_surprisal.fill_(2.0)
+        surp.value_head_gate.bias.fill_(1.0)
+        full = surp.value_logits(idx)[0]
+        prefix = torch.stack([surp.value_logits(idx[:, :t + 1])[0, -1] for t in range(8)])
+        assert not torch.allclose(full, plain.value_logits(idx)[0])  # the input is live
+    torch.testing.assert_close(full, prefix, atol=1e-5, rtol=1e-5)
+
+
+def test_surprisal_head_trains():
+    """Guards against a surprisal path cut off from the gradient: one BCE backward reaches the
+    gate, the weight u and (through s_j) the language-model head."""
+    m = tiny_model(7, value_head=True, value_surprisal=True, std=0.1)
+    idx = torch.tensor([[5, 80, NL, 17, 230, 4, NL, 66]])
+    logits = m.value_logits(idx)
+    F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 0.2)).backward()
+    for p in (m.value_head_gate.weight, m.value_head_surprisal, m.lm_head.weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
 
 
 # ----------------------------------------------------------------------------- CUDA only

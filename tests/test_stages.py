@@ -88,7 +88,13 @@ def test_critic_and_actor_smoke(sft_dir, tmp_path, capsys):
     assert (d / "actor_1.pt").exists()
     res = json.loads((d / "results.json").read_text())
     assert {"sft", "critic_1", "dapo_1"} <= set(res)
-    # a second round starts from the actor and the previous critic
+    # a second round starts from the actor and the previous critic, whose head it keeps: asking
+    # for the other head fails at once, before any rollout is made
+    assert torch.load(d / "critic_1.pt", weights_only=True)["model_config"]["value_surprisal"]
+    code, err = run(train_critic.main, ["--run-dir", str(d), "--round", "2", "--head", "plain"]
+                    + CRITIC, capsys)
+    assert code == 2 and "has the surprisal head; pass --head surprisal" in err
+    assert not list(d.glob("rollouts_2*"))
     train_critic.main(["--run-dir", str(d), "--round", "2"] + CRITIC)
     assert "critic_2" in json.loads((d / "results.json").read_text())
 
@@ -207,7 +213,9 @@ def test_critic_bad_input(sft_dir, tmp_path, capsys):
     assert code == 2 and "--report-only needs" in err and not (fresh / "rollouts_1.pt").exists()
     for argv, phrase in [(["--K", "0"], "--K must be positive"),
                          (["--n1", "-1"], "--n1 must be positive"),
-                         (["--n", "9", "--n1", "4"], "cannot exceed")]:
+                         (["--n", "9", "--n1", "4"], "cannot exceed"),
+                         (["--lm-coef", "-1"], "--lm-coef at least 0"),
+                         (["--surprisal-lr", "0"], "--surprisal-lr positive")]:
         code, err = run(train_critic.main, ["--run-dir", str(empty)] + CRITIC + argv, capsys)
         assert code == 2 and phrase in err, err
     bad = tmp_path / "bad"
@@ -271,3 +279,27 @@ def test_reference_predictors_on_a_hand_example():
     assert ref["brier_by_depth"] == pytest.approx(((0.5 - 0.7) ** 2 + (0.5 - 0.2) ** 2) / 2)
     # error-aware: the right line predicts 0.9, the wrong one 0.1
     assert ref["brier_error_aware"] == pytest.approx(((0.9 - 0.7) ** 2 + (0.1 - 0.2) ** 2) / 2)
+
+
+def test_critic_step_loss_language_model_term_by_hand():
+    """Guards against a wrong auxiliary loss: with --lm-coef c the critic's loss is eq. 14-15
+    plus c times the mean next-token loss over the response tokens only (after the prompt's
+    "\n", padding excluded), computed here from the plain LM forward."""
+    from data import EOT_ID, NL_ID
+    from model import GPT, GPTConfig
+    assert GPTConfig().prompt_end_id == NL_ID  # the surprisal head's prompt boundary
+    torch.manual_seed(0)
+    critic = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, value_head=True,
+                           value_surprisal=True))
+    examples = [([65, 66, NL_ID, 49, 50, NL_ID, 51], [(2, 0.5), (5, 1.0)]),
+                ([70, NL_ID, 52, 53], [(1, 0.25)])]
+    plain = train_critic.critic_step_loss(critic, examples, torch.device("cpu"))
+    both = train_critic.critic_step_loss(critic, examples, torch.device("cpu"), lm_coef=0.7)
+    nll = []
+    for seq, _ in examples:
+        logp = torch.log_softmax(critic(torch.tensor([seq]))[0][0], dim=-1)
+        start = seq.index(NL_ID) + 1
+        nll += [-float(logp[j - 1, seq[j]]) for j in range(start, len(seq))]
+    assert EOT_ID not in examples[0][0] + examples[1][0] and len(nll) == 6
+    want = float(plain) + 0.7 * sum(nll) / len(nll)
+    assert float(both) == pytest.approx(want, rel=1e-5)
