@@ -47,14 +47,15 @@ def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_round_args(p, "seed for rollouts and critic training")
     g = p.add_argument_group("rollouts (PAPER.md §2)")
-    g.add_argument("--problems", type=int, default=1536, help="training problems to roll out")
+    g.add_argument("--problems", type=int, default=1728,
+                   help="problems to roll out (--heldout-frac of them for the critic's report)")
     g.add_argument("--n1", type=int, default=2, help="samples per problem (paper: 32)")
     g.add_argument("--n", type=int, default=1, help="samples kept per problem (paper: 6)")
     g.add_argument("--K", type=int, default=4, help="continuations per state (paper: 16)")
     g.add_argument("--sample-batch", type=int, default=512, help="rows per sampling batch")
     g.add_argument("--chunk", type=int, default=256, help="states per saved completion chunk")
     g = p.add_argument_group("critic")
-    g.add_argument("--heldout-frac", type=float, default=0.1,
+    g.add_argument("--heldout-frac", type=float, default=0.2,
                    help="fraction of problems whose states are held out for evaluation")
     g.add_argument("--targets", choices=("continuations", "states"), default="continuations",
                    help="states: the paper's (s, MC(s)) pairs only; continuations: also every "
@@ -269,20 +270,23 @@ def critic_examples(states, conts, mc, rewards, ids, mode: str) -> list[tuple]:
     return out
 
 
-def critic_step_loss(critic, examples, device, lm_coef: float = 0.0) -> torch.Tensor:
-    """Eq. 14-15 averaged over every target position of a batch of examples; plus, if lm_coef,
-    lm_coef times the mean next-token loss over the response tokens of the examples."""
+def critic_step_loss(critic, examples, device, lm_coef: float = 0.0) -> tuple:
+    """(loss, bce, lm): bce is eq. 14-15 averaged over every target position of a batch of
+    examples, lm the mean next-token loss over their response tokens (0 if lm_coef is 0), and
+    loss = bce + lm_coef * lm."""
     idx, lengths = pack([e[0] for e in examples], EOT_ID, device)
     rows = torch.tensor([r for r, e in enumerate(examples) for _ in e[1]], device=device)
     cols = torch.tensor([p for e in examples for p, _ in e[1]], device=device)
     target = torch.tensor([t for e in examples for _, t in e[1]], device=device)
     with autocast(device):
         if not lm_coef:
-            return critic_loss(critic.value_logits(idx)[rows, cols], target)
+            bce = critic_loss(critic.value_logits(idx)[rows, cols], target)
+            return bce, bce, torch.zeros_like(bce)
         logits, s = critic.value_logits(idx, with_surprisal=True)  # (B, T), (B, T-1)
     real = torch.arange(1, idx.shape[1], device=device) < lengths[:, None]  # not padding
     m = (critic.after_prompt(idx) & real).float()
-    return critic_loss(logits[rows, cols], target) + lm_coef * (s * m).sum() / m.sum().clamp(min=1)
+    bce, lm = critic_loss(logits[rows, cols], target), (s * m).sum() / m.sum().clamp(min=1)
+    return bce + lm_coef * lm, bce, lm
 
 
 def critic_batches(n: int, batch_size: int, gen: torch.Generator):
@@ -300,6 +304,21 @@ def calibration(v: torch.Tensor, mc: torch.Tensor, bins: int = 10) -> list[dict]
             out.append({"bin": f"{lo:.1f}-{hi:.1f}", "n": int(m.sum()),
                         "mean_v": float(v[m].mean()), "mean_mc": float(mc[m].mean())})
     return out
+
+
+def ratio_interval(err: torch.Tensor, err_const: torch.Tensor, groups: list[int],
+                   n_boot: int = 2000, level: float = 0.9, seed: int = 0) -> tuple[float, float]:
+    """A bootstrap interval for sum(err) / sum(err_const), resampling whole groups (held-out
+    problems: the states of one problem are not independent) with replacement."""
+    ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    gi = torch.tensor([ids[g] for g in groups])
+    num = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, gi, err.double())
+    den = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, gi, err_const.double())
+    pick = torch.randint(len(ids), (n_boot, len(ids)),
+                         generator=torch.Generator().manual_seed(seed))
+    r = (num[pick].sum(1) / den[pick].sum(1).clamp(min=1e-12)).sort().values
+    k = int(round((1 - level) / 2 * (n_boot - 1)))
+    return float(r[k]), float(r[n_boot - 1 - k])
 
 
 def first_error_signal(data: dict, values: torch.Tensor, heldout: torch.Tensor) -> dict:
@@ -377,27 +396,28 @@ def fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device) -
     steps_per_epoch = math.ceil(len(examples) / args.batch_size)
     total, step, t0 = steps_per_epoch * args.epochs, 0, time.time()
     bar = tqdm(total=total, desc="critic", unit="step", dynamic_ncols=True)
-    loss_sum = torch.zeros((), device=device)  # read once per interval: no per-step sync
+    sums = torch.zeros(2, device=device)  # (bce, lm), read once per interval: no per-step sync
     for epoch in range(args.epochs):
         for b in critic_batches(len(examples), args.batch_size, gen):
             for g in opt.param_groups:  # cosine decay over all steps
                 g["lr"] = g["base_lr"] * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss = critic_step_loss(critic, [examples[i] for i in b], device, args.lm_coef)
+            loss, bce, lm = critic_step_loss(critic, [examples[i] for i in b], device,
+                                             args.lm_coef)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
             opt.step()
-            loss_sum += loss.detach()
+            sums += torch.stack([bce.detach(), lm.detach()])
             step += 1
             bar.update(1)
             if step % args.log_every == 0 or step == total:
                 n = (step - 1) % args.log_every + 1
-                avg = float(loss_sum) / n
+                avg_bce, avg_lm = (sums / n).tolist()
                 bar.write(f"critic step {step}/{total} | epoch {epoch + 1} | avg bce "
-                          f"{avg:.4f} | {time.time() - t0:.0f} s")
+                          f"{avg_bce:.4f} | avg lm {avg_lm:.4f} | {time.time() - t0:.0f} s")
                 log_metrics(run_dir, {"stage": f"critic_{args.round}", "step": step,
-                                      "bce": avg})
-                loss_sum.zero_()
+                                      "bce": avg_bce, "lm": avg_lm})
+                sums.zero_()
     bar.close()
     critic.eval()
     save_checkpoint(run_dir / f"critic_{args.round}.pt", critic, step=step,
@@ -482,8 +502,11 @@ def main(argv=None):
     ref = reference_predictors(data, mc, tr_idx, ho_idx)
     print(f"\ncritic on {len(ho_idx)} held-out states ({len(held_prob)} held-out problems):")
     print(f"  BCE   {bce:.4f}  (constant predictor {bce_c:.4f})")
+    lo, hi = ratio_interval((v_ho - mc_ho) ** 2, (const - mc_ho) ** 2,
+                            data["state_problem"][ho_idx].tolist())
     print(f"  Brier {brier:.4f}  (constant predictor {brier_c:.4f}; ratio "
-          f"{brier / max(brier_c, 1e-12):.2f})")
+          f"{brier / max(brier_c, 1e-12):.2f}, 90 % bootstrap interval over the held-out "
+          f"problems {lo:.2f}-{hi:.2f})")
     noise = mc_noise(mc_ho, data["rewards"].shape[1])
     if noise is not None and brier_c - noise > 1e-12:
         print(f"  of each Brier score about {noise:.4f} is the MC targets' own sampling noise "
@@ -504,7 +527,8 @@ def main(argv=None):
     plot_calibration(cal, run_dir / f"critic_{args.round}_calibration.png")
     wall = time.time() - t_start
     record = {"heldout": {"bce": bce, "bce_const": bce_c, "brier": brier,
-                          "brier_const": brier_c, "brier_mc_noise": noise, **ref,
+                          "brier_const": brier_c, "brier_ratio_interval": [lo, hi],
+                          "brier_mc_noise": noise, **ref,
                           "n_states": len(ho_idx), "calibration": cal, **sig},
               "states": len(states), "train_states": len(tr_idx), "mean_mc": float(mc.mean()),
               "gen_accuracy": data["gen_accuracy"],

@@ -293,13 +293,31 @@ def test_critic_step_loss_language_model_term_by_hand():
                            value_surprisal=True))
     examples = [([65, 66, NL_ID, 49, 50, NL_ID, 51], [(2, 0.5), (5, 1.0)]),
                 ([70, NL_ID, 52, 53], [(1, 0.25)])]
-    plain = train_critic.critic_step_loss(critic, examples, torch.device("cpu"))
-    both = train_critic.critic_step_loss(critic, examples, torch.device("cpu"), lm_coef=0.7)
+    plain, bce0, lm0 = train_critic.critic_step_loss(critic, examples, torch.device("cpu"))
+    both, bce, lm = train_critic.critic_step_loss(critic, examples, torch.device("cpu"),
+                                                  lm_coef=0.7)
+    assert float(plain) == float(bce0) == pytest.approx(float(bce)) and float(lm0) == 0
     nll = []
     for seq, _ in examples:
         logp = torch.log_softmax(critic(torch.tensor([seq]))[0][0], dim=-1)
         start = seq.index(NL_ID) + 1
         nll += [-float(logp[j - 1, seq[j]]) for j in range(start, len(seq))]
     assert EOT_ID not in examples[0][0] + examples[1][0] and len(nll) == 6
-    want = float(plain) + 0.7 * sum(nll) / len(nll)
-    assert float(both) == pytest.approx(want, rel=1e-5)
+    assert float(lm) == pytest.approx(sum(nll) / len(nll), rel=1e-5)
+    assert float(both) == pytest.approx(float(plain) + 0.7 * sum(nll) / len(nll), rel=1e-5)
+
+
+def test_ratio_interval():
+    """Guards against a bootstrap that ignores the grouping or the data: a critic whose error is
+    the constant's times 0.5 in every problem has the degenerate interval [0.5, 0.5]; otherwise
+    the interval holds the point ratio, and resampling whole problems gives a wider interval
+    than resampling states would when one problem carries most of the error."""
+    const = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.2, 0.1])
+    groups = [7, 7, 3, 3, 9, 9]
+    assert train_critic.ratio_interval(0.5 * const, const, groups) == pytest.approx((0.5, 0.5))
+    err = torch.tensor([0.01, 0.02, 0.3, 0.4, 0.01, 0.01])  # problem 3 carries the error
+    lo, hi = train_critic.ratio_interval(err, const, groups)
+    point = float(err.sum() / const.sum())
+    assert lo < point < hi
+    lo_s, hi_s = train_critic.ratio_interval(err, const, list(range(6)))  # states independent
+    assert hi - lo > hi_s - lo_s
