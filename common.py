@@ -131,8 +131,10 @@ def load_model(path: Path, device, what: str, hint: str, value_head: bool | None
         cfg = dict(ckpt["model_config"])
         if value_head is not None:
             cfg["value_head"] = value_head
-        if value_surprisal is not None or value_head is False:
-            cfg["value_surprisal"] = bool(value_surprisal) and value_head is not False
+        if value_head is False:  # a policy has no value head, so no surprisal input either
+            cfg["value_surprisal"] = False
+        elif value_surprisal is not None:
+            cfg["value_surprisal"] = value_surprisal
         model = GPT(GPTConfig(**cfg))
         state = {k: v for k, v in ckpt["model"].items()
                  if value_head is not False or not k.startswith("value_head")}

@@ -86,10 +86,6 @@ def get_args(argv=None):
     return args
 
 
-def task_config(args) -> TaskConfig:
-    return TaskConfig.from_args(vars(args))
-
-
 def batch(problems, device, rng: random.Random, fuse_prob: float):
     """(idx, targets, loss_mask), right-padded with <|endoftext|>; the mask is 1 on the tokens
     the model must predict: the solution (a demonstration, data.Problem.demonstration) and its
@@ -165,7 +161,7 @@ def main(argv=None):
     if args.evaluate:
         return evaluate_checkpoint(args, device)
     run_dir = prepare_run_dir(args.run_dir)
-    cfg = task_config(args)
+    cfg = TaskConfig.from_args(vars(args))
     torch.manual_seed(args.seed)
     model = GPT(GPTConfig(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head))
     model.to(device)
