@@ -119,6 +119,12 @@ class KVCache:
         self.v = self.v.repeat_interleave(n, dim=1)
         self.key_valid = self.key_valid.repeat_interleave(n, dim=0)
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only the given rows (a 1-D index), in that order: finished samples leave the
+        batch, so later steps neither compute nor read their keys and values."""
+        self.k, self.v = self.k[:, rows], self.v[:, rows]
+        self.key_valid = self.key_valid[rows]
+
 
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig):
@@ -331,14 +337,18 @@ def state_values(model: GPT, states: list[list[int]], pad_id: int,
 # ----------------------------------------------------------------------------- sampling
 
 
-def _sample(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
+def _sample(logits: torch.Tensor, temperature: float, generator, rows: int,
+            live: torch.Tensor | None = None) -> torch.Tensor:
     """Next tokens (B,) from last-position logits (B, V): argmax if temperature == 0, else one
     draw from softmax(logits / temperature) by inverse CDF (one uniform number per row, where
-    torch.multinomial draws one per vocabulary entry)."""
+    torch.multinomial draws one per vocabulary entry). The uniforms are drawn for all `rows`
+    rows of the batch and the `live` ones used, so dropping finished rows (live, an index
+    into the batch) leaves every other row's draws, and thus its sample, unchanged."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(dim=-1)  # (B, V)
-    u = torch.rand(cdf.size(0), 1, device=cdf.device, generator=generator) * cdf[:, -1:]
+    u = torch.rand(rows, 1, device=cdf.device, generator=generator)
+    u = (u if live is None else u[live]) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.size(1) - 1)
 
 
@@ -369,7 +379,10 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperat
     max_new_tokens. temperature 0 is greedy. With use_cache, each prompt is prefilled once and
     its keys/values fanned out to its num_samples rows; without it, every step recomputes the
     whole sequence (the slow reference that tests compare against). Prompts are processed in
-    length order, batch_size rows at a time, so rows of a batch finish at similar times.
+    length order, batch_size rows at a time, so rows of a batch finish at similar times. With a
+    stop_id, finished rows are counted every sync_every steps (the loop's only host-device
+    sync); with the cache, once a quarter of the rows are done they leave the batch, so the
+    stragglers do not drag finished rows (and their keys and values) through every step.
     """
     if max_new_tokens <= 0 or num_samples <= 0 or batch_size <= 0 or temperature < 0:
         raise ValueError("max_new_tokens, num_samples and batch_size must be positive and "
@@ -414,6 +427,7 @@ def _generate_batch(model, prompts, max_new, temperature, n, generator, stop_id,
     B = P * n
     out = torch.full((B, max_new), pad_id, dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
+    live = None  # with the cache: batch rows still sampling (None: all of them)
     for t in range(max_new):
         if not use_cache:  # recompute everything: positions and mask for the whole sequence
             L = seq.size(1)
@@ -421,13 +435,20 @@ def _generate_batch(model, prompts, max_new, temperature, n, generator, stop_id,
             p = torch.cat([p, lengths.unsqueeze(1) + torch.arange(L - T, device=dev)], 1)
             with autocast(dev):
                 logits = model.lm_head(model.hidden(seq, p, _full_mask(m, T, L))[:, -1]).float()
-        tok = _sample(logits, temperature, generator)  # (B,)
+        tok = _sample(logits, temperature, generator, B, live)  # (live rows,)
         if stop_id is not None:
             tok = torch.where(done, torch.full_like(tok, stop_id), tok)
             done |= tok == stop_id
-        out[:, t] = tok
-        if stop_id is not None and (t + 1) % sync_every == 0 and bool(done.all()):
-            break  # one host-device sync every sync_every steps, not every step
+        out[slice(None) if live is None else live, t] = tok
+        if stop_id is not None and (t + 1) % sync_every == 0:  # one host-device sync per
+            n_done = int(done.sum())                             # sync_every steps, not per step
+            if n_done == len(done):
+                break
+            if use_cache and 4 * n_done >= len(done):  # a quarter finished: drop them
+                keep = (~done).nonzero().squeeze(1)
+                live = keep if live is None else live[keep]
+                tok, done, next_pos = tok[keep], done[keep], next_pos[keep]
+                cache.keep(keep)
         if t == max_new - 1:
             break
         if use_cache:

@@ -243,6 +243,33 @@ def test_stop_id_truncation(model):
     assert min(len(r) for r in outs) <= 3 and max(len(r) for r in outs) == 24
 
 
+@pytest.mark.parametrize("sync_every", [1, 4])
+def test_dropping_finished_rows_changes_no_sample(model, monkeypatch, sync_every):
+    """Guards against the cached sampler's row dropping (finished rows leave the batch) moving
+    another row's keys, positions or random draws: with a stop token that ends about half of
+    the 24 rows early, temperature-1 samples equal the same seed's samples without a stop,
+    each cut before its first stop token, and equal the uncached reference; and rows really
+    were dropped."""
+    ps = prompts(8)
+    kw = dict(max_new_tokens=24, temperature=1.0, num_samples=4, pad_id=PAD)
+    free = generate(model, ps, generator=torch.Generator().manual_seed(5), **kw)
+    counts = torch.bincount(torch.tensor([t for r in free for t in set(r[:16])]), minlength=257)
+    stop = int((counts - len(free) // 2).abs().argmin())  # in about half the rows' first 16
+    assert len(free) // 4 <= counts[stop] <= 3 * len(free) // 4
+    kept = []
+    keep = M.KVCache.keep
+    monkeypatch.setattr(M.KVCache, "keep", lambda self, rows: (kept.append(len(rows)),
+                                                                 keep(self, rows)))
+    outs = generate(model, ps, generator=torch.Generator().manual_seed(5), stop_id=stop,
+                    sync_every=sync_every, **kw)
+    assert kept and max(kept) < len(free)  # some finished rows left the batch
+    assert outs == [r[:r.index(stop)] if stop in r else r for r in free]
+    kept.clear()
+    uncached = generate(model, ps, generator=torch.Generator().manual_seed(5), stop_id=stop,
+                        sync_every=sync_every, use_cache=False, **kw)
+    assert uncached == outs and not kept  # the reference never drops rows
+
+
 def test_generator_seed_reproducible(model):
     """Guards against sampling that ignores the explicit generator (global RNG use): the same
     seed gives the same samples, a different seed gives different ones."""
