@@ -5,6 +5,7 @@ side with Hugging Face transformers' GPT-2 generate at the same size.
     python bench.py --device cpu --iters 1 # quicker, noisier
     python bench.py --preset gpu           # 8 layers x 512 wide, bigger batches: a GPU-sized run
     python bench.py --skip-hf --json       # no transformers; one JSON object as the last line
+    python bench.py --checkpoint runs/seed0/sft.pt   # also time Monte Carlo completion
 
 What it measures (random weights and random tokens: speed does not depend on what was learned):
   1. sampling tok/s with the KV cache: model.generate on --batch prompts of --prompt-len tokens,
@@ -17,7 +18,11 @@ What it measures (random weights and random tokens: speed does not depend on wha
      prompts, prefilled once and fanned out, against the prompts repeated K times;
   5. training tok/s (AdamW steps on random batches under bf16 autocast on CUDA, fp32 on CPU) and
      the achieved FLOP/s by the 6N rule (attention FLOPs not counted); MFU on known GPUs;
-  6. peak memory: CUDA max_memory_allocated per phase, or the process's peak RSS on CPU.
+  6. peak memory: CUDA max_memory_allocated per phase, or the process's peak RSS on CPU;
+  7. with --checkpoint (a policy from train_sft.py or train_actor.py): the pipeline's Monte
+     Carlo completion, K=4 continuations of 256 states cut from the policy's own answers,
+     which stop at the end-of-text token at different lengths; model.generate with finished
+     rows dropped from the batch (the default) against keeping them to the end, timed in turn.
 Every measurement is warmed up first and timed --iters times with time.perf_counter (with a
 device synchronize on GPUs; the slow no-cache reference once); the rates printed are tokens over
 the median time. On a busy machine, compare runs with --threads 1: tiny ops on threads that wait
@@ -34,10 +39,13 @@ import re
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from common import friendly_errors, positive
+from common import friendly_errors, load_model, positive
+from dapo import max_solution_tokens, prefix_states
+from data import EOT_ID, TaskConfig, encode, eval_split
 from model import GPT, GPTConfig, autocast, generate, pick_device
 
 PRESETS = {  # --preset gpu: a model and batches that keep one GPU busy
@@ -48,6 +56,7 @@ PRESETS = {  # --preset gpu: a model and batches that keep one GPU busy
 FANOUT_K = 8  # continuations per prompt in the fan-out measurement (train_critic.py's K)
 FANOUT_PROMPT_LEN = 60  # a longer prompt: a problem plus a few solution steps
 FANOUT_NEW_TOKENS = 32  # the rest of a solution
+STOPS_STATES, STOPS_K = 256, 4  # --checkpoint: Monte Carlo states, continuations of each
 # Dense bf16 peak FLOP/s (no sparsity) by device name, for MFU; unknown devices get none.
 PEAK_BF16_FLOPS = [  # (regex on torch.cuda.get_device_name(), FLOP/s); first match wins
     (r"H100.*PCIe", 756e12),
@@ -77,6 +86,9 @@ def get_args(argv=None):
                    help="torch CPU threads (default: torch's choice, usually one per core)")
     g.add_argument("--skip-hf", action="store_true",
                    help="skip the Hugging Face transformers GPT-2 comparison")
+    g.add_argument("--checkpoint", default=None, metavar="PT",
+                   help="a trained policy (RUN_DIR/sft.pt or actor_R.pt): also time Monte\n"
+                        "Carlo completion, with and without dropping finished rows")
     g.add_argument("--json", action="store_true",
                    help="print one JSON object with every number as the last line")
     g = p.add_argument_group("model (model.GPTConfig; default from --preset)")
@@ -308,6 +320,46 @@ def bench_training(cfg: GPTConfig, args, device: torch.device) -> tuple[float, i
     return tokens / seconds, n_params, seconds / args.train_steps
 
 
+def load_policy(path: str) -> tuple[GPT, dict]:
+    """The --checkpoint policy on the CPU (its value head, if any, dropped) and its checkpoint."""
+    model, ckpt = load_model(Path(path), "cpu", "policy checkpoint",
+                             "pass --checkpoint RUN_DIR/sft.pt after running train_sft.py",
+                             value_head=False)
+    return model.eval(), ckpt
+
+
+def bench_stops(model: GPT, ckpt: dict, args, device: torch.device) -> dict:
+    """Tokens/s of the pipeline's Monte Carlo completion (train_critic.py, A.2) with the
+    --checkpoint policy: K=4 continuations at temperature 1 of each of 256 states (prefixes of
+    the policy's own answers to test problems of its task, cut at step ends, evenly spread),
+    stopping at the end-of-text token, so rows of a batch finish at different lengths. Timed
+    in turn with finished rows dropped from the batch (the default) and kept to the end."""
+    model = model.to(device)
+    problems = eval_split("test", STOPS_STATES, 0, TaskConfig.from_args(ckpt.get("args", {})))
+    budget = max_solution_tokens(problems)
+    prompts = [encode(p.prompt) for p in problems]
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    answers = generate(model, prompts, budget, 1.0, 1, g, stop_id=EOT_ID, pad_id=EOT_ID)
+    states = [s for p, a in zip(prompts, answers) for s in prefix_states(p, a)]
+    states = [states[i * len(states) // STOPS_STATES] for i in range(STOPS_STATES)]
+    outs = {}
+
+    def run(drop: bool):
+        def go():
+            g = torch.Generator(device=device).manual_seed(args.seed)
+            outs[drop] = generate(model, states, budget, 1.0, STOPS_K, g, stop_id=EOT_ID,
+                                  pad_id=EOT_ID, batch_size=2 * args.batch, drop_finished=drop)
+        return go
+
+    run(True)()  # warm-up, both ways
+    run(False)()
+    drop_s, keep_s = interleaved_seconds([run(True), run(False)], device, max(args.iters, 3))
+    n_tok = sum(map(len, outs[True]))
+    return dict(stop_tok_s=n_tok / drop_s, stop_tok_s_nodrop=sum(map(len, outs[False])) / keep_s,
+                drop_speedup=keep_s / drop_s, stop_same_samples=outs[True] == outs[False],
+                stop_tokens=n_tok, stop_rows=len(outs[True]))
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -315,6 +367,8 @@ def main(argv=None) -> dict:
     with friendly_errors():
         args = get_args(argv)
         device = pick_device(args.device)
+        # loaded now so a bad path fails at once; kept on the CPU until its measurement
+        policy = None if args.checkpoint is None else load_policy(args.checkpoint)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     need = max(args.prompt_len + args.new_tokens, FANOUT_PROMPT_LEN + FANOUT_NEW_TOKENS,
@@ -420,6 +474,21 @@ def main(argv=None) -> dict:
                   f"precision | ours, timed in turn with it: {fmt(n_tok / ours_s, ' tok/s')}, "
                   f"{ratio:.2f}x HF", flush=True)
     res.update(sample_tok_s_hf=hf, hf_ratio=ratio)
+
+    # 7. Monte Carlo completion as in the pipeline, rows stopping early (needs a policy)
+    if args.checkpoint is None:
+        print("sample (MC)           skipped: pass --checkpoint RUN_DIR/sft.pt to time it",
+              flush=True)
+    else:
+        st = bench_stops(*policy, args, device)
+        res.update(st)
+        print(f"sample (MC, drop)     {fmt(st['stop_tok_s'], ' tok/s'):>16} | "
+              f"{args.checkpoint}: {STOPS_K} continuations of each of {STOPS_STATES} states, "
+              f"{st['stop_tokens'] / st['stop_rows']:.0f} tokens on average, finished rows "
+              f"dropped", flush=True)
+        print(f"sample (MC, keep)     {fmt(st['stop_tok_s_nodrop'], ' tok/s'):>16} | finished "
+              f"rows kept to the end | dropping speed-up {st['drop_speedup']:.2f}x, same samples: "
+              f"{'yes' if st['stop_same_samples'] else 'no'}", flush=True)
 
     # 6. peak memory
     what = ("torch.cuda.max_memory_allocated" if device.type == "cuda"

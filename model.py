@@ -371,7 +371,8 @@ def _prompt_mask(lengths: torch.Tensor, T: int, total: int) -> tuple:
 def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
              num_samples: int = 1, generator: torch.Generator | None = None,
              stop_id: int | None = None, pad_id: int = 0, batch_size: int = 256,
-             use_cache: bool = True, sync_every: int = 16) -> list[list[int]]:
+             use_cache: bool = True, sync_every: int = 16,
+             drop_finished: bool = True) -> list[list[int]]:
     """Sample continuations of prompts of different lengths, num_samples per prompt.
 
     Returns a list of len(prompts) * num_samples token lists; sample k of prompt i is at
@@ -381,8 +382,9 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperat
     whole sequence (the slow reference that tests compare against). Prompts are processed in
     length order, batch_size rows at a time, so rows of a batch finish at similar times. With a
     stop_id, finished rows are counted every sync_every steps (the loop's only host-device
-    sync); with the cache, once a quarter of the rows are done they leave the batch, so the
-    stragglers do not drag finished rows (and their keys and values) through every step.
+    sync); with the cache and drop_finished, once a quarter of the rows are done they leave the
+    batch, so the stragglers do not drag finished rows (and their keys and values) through
+    every step. Dropping changes no sample (the random draws of the other rows stay the same).
     """
     if max_new_tokens <= 0 or num_samples <= 0 or batch_size <= 0 or temperature < 0:
         raise ValueError("max_new_tokens, num_samples and batch_size must be positive and "
@@ -395,7 +397,7 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperat
         chunk = order[c:c + per_batch]
         outs = _generate_batch(model, [prompts[i] for i in chunk], max_new_tokens, temperature,
                                num_samples, generator, stop_id, pad_id, use_cache, dev,
-                               sync_every)
+                               sync_every, drop_finished)
         for j, i in enumerate(chunk):
             for k in range(num_samples):
                 results[i * num_samples + k] = outs[j * num_samples + k]
@@ -403,7 +405,7 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperat
 
 
 def _generate_batch(model, prompts, max_new, temperature, n, generator, stop_id, pad_id,
-                    use_cache, dev, sync_every) -> list[list[int]]:
+                    use_cache, dev, sync_every, drop_finished) -> list[list[int]]:
     idx, lengths = pack(prompts, pad_id, dev, left=True)  # (P, T)
     P, T = idx.shape
     max_new = min(max_new, model.config.block_size - int(lengths.max()))
@@ -444,8 +446,8 @@ def _generate_batch(model, prompts, max_new, temperature, n, generator, stop_id,
             n_done = int(done.sum())                             # sync_every steps, not per step
             if n_done == len(done):
                 break
-            if use_cache and 4 * n_done >= len(done):  # a quarter finished: drop them
-                keep = (~done).nonzero().squeeze(1)
+            if use_cache and drop_finished and 4 * n_done >= len(done):  # a quarter done:
+                keep = (~done).nonzero().squeeze(1)  # drop the finished rows
                 live = keep if live is None else live[keep]
                 tok, done, next_pos = tok[keep], done[keep], next_pos[keep]
                 cache.keep(keep)

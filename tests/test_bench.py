@@ -3,6 +3,7 @@
 import json
 import math
 
+import pytest
 import torch
 
 import bench
@@ -32,3 +33,57 @@ def test_bench_json_smoke(capsys):
     assert res["train_gflops"] == 6 * res["params"] * res["train_tok_s"] / 1e9  # the 6N rule
     assert res["device"] == "cpu" and res["mfu"] is None  # no peak FLOP/s known for a CPU
     assert any(line.startswith("sample (HF generate)  skipped") for line in lines)
+
+
+TINY = ["--threads", "1", "--device", "cpu", "--n-layer", "1", "--n-embd", "16", "--n-head", "2",
+        "--prompt-len", "5", "--new-tokens", "6", "--train-batch", "2", "--train-len", "8",
+        "--train-steps", "1", "--iters", "1", "--skip-hf", "--json"]
+
+
+def stopping_policy(path):
+    """A 1-layer policy checkpoint whose every next-token distribution puts ~5 % on the
+    end-of-text token and the rest near-uniformly elsewhere: answers stop at geometric, varied
+    lengths, as a trained policy's do."""
+    from common import save_checkpoint
+    from data import EOT_ID
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_embd=16, n_head=2))
+    with torch.no_grad():
+        model.ln_f.weight.zero_()  # the final hidden state is ln_f.bias, whatever the input
+        model.ln_f.bias.zero_()
+        model.ln_f.bias[0] = 1.0
+        model.wte.weight[EOT_ID].zero_()
+        model.wte.weight[EOT_ID, 0] = math.log(0.05 / 0.95 * 256)  # p(stop) = 0.05
+    save_checkpoint(path, model, args={})
+
+
+def test_bench_checkpoint_times_early_stops(tmp_path, capsys):
+    """Guards against the --checkpoint measurement timing nothing, counting tokens wrongly or
+    comparing runs that sampled different things: with a policy whose continuations stop at
+    varied lengths, it samples 4 continuations of each of 256 states both ways, the same
+    samples, and reports finite positive rates in the JSON line."""
+    stopping_policy(tmp_path / "sft.pt")
+    threads = torch.get_num_threads()
+    try:
+        bench.main(TINY + ["--batch", "1024", "--checkpoint", str(tmp_path / "sft.pt")])
+    finally:
+        torch.set_num_threads(threads)
+    lines = capsys.readouterr().out.strip().splitlines()
+    res = json.loads(lines[-1])
+    for key in ("stop_tok_s", "stop_tok_s_nodrop", "drop_speedup"):
+        assert math.isfinite(res[key]) and res[key] > 0, key
+    assert res["stop_rows"] == 1024 and res["stop_same_samples"] is True
+    assert 5 < res["stop_tokens"] / res["stop_rows"] < 40  # geometric, mean ~19: early stops
+    assert any(line.startswith("sample (MC, keep)") for line in lines)
+
+
+def test_bench_bad_checkpoint_fails_before_timing(tmp_path, capsys):
+    """Guards against a mistyped --checkpoint surfacing as a traceback after a minute of
+    timing: it exits at once with code 2 and one sentence naming the file."""
+    with pytest.raises(SystemExit) as e:
+        bench.main(TINY + ["--checkpoint", str(tmp_path / "nope.pt")])
+    assert e.value.code == 2
+    out = capsys.readouterr()
+    assert "nope.pt" in out.err and len(out.err.strip().splitlines()) == 1
+    assert "sample" not in out.out

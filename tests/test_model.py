@@ -268,6 +268,9 @@ def test_dropping_finished_rows_changes_no_sample(model, monkeypatch, sync_every
     uncached = generate(model, ps, generator=torch.Generator().manual_seed(5), stop_id=stop,
                         sync_every=sync_every, use_cache=False, **kw)
     assert uncached == outs and not kept  # the reference never drops rows
+    undropped = generate(model, ps, generator=torch.Generator().manual_seed(5), stop_id=stop,
+                         sync_every=sync_every, drop_finished=False, **kw)
+    assert undropped == outs and not kept
 
 
 def test_generator_seed_reproducible(model):
