@@ -94,21 +94,44 @@ def attention(q, k, v, mask):
 class KVCache:
     """Keys and values of every layer for B rows, filled left to right.
 
-    k, v: (n_layer, B, nh, max_len, hs); key_valid (B, max_len) marks real (non-pad) keys.
+    k, v: (n_layer, B, nh, capacity, hs), the first `len` columns filled, the rest zeros;
+    key_valid (B, max_len) marks real (non-pad) keys. Attention reads all `capacity` columns
+    (the unfilled ones masked out: zero weight times zero values adds exactly nothing), because
+    on a CPU a batched matmul over a whole contiguous tensor runs several times faster than over
+    the first columns of a longer one. So the capacity grows in steps of GROW columns, copying
+    the filled ones, rather than being max_len from the start.
     """
+    GROW = 16
 
     def __init__(self, cfg: GPTConfig, batch: int, max_len: int, device, dtype):
-        shape = (cfg.n_layer, batch, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
-        self.k = torch.empty(shape, device=device, dtype=dtype)  # only filled columns are read
-        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.k = torch.zeros(cfg.n_layer, batch, cfg.n_head, 0, cfg.n_embd // cfg.n_head,
+                             device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
         self.key_valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         self.len = 0  # number of filled columns
+        self.max_len = max_len
+
+    def reserve(self, T: int) -> int:
+        """Make room for T more columns; returns the capacity, the key columns attention sees."""
+        cap = self.k.size(3)
+        if self.len + T > cap:
+            cap = min(self.max_len, -(-(self.len + T) // self.GROW) * self.GROW)
+            if self.len + T > cap:
+                raise ValueError(f"the cache holds {self.max_len} columns, not {self.len + T}")
+            shape = self.k.shape[:3] + (cap, self.k.size(4))
+            k, v = self.k.new_zeros(shape), self.v.new_zeros(shape)
+            k[:, :, :, :self.len] = self.k[:, :, :, :self.len]
+            v[:, :, :, :self.len] = self.v[:, :, :, :self.len]
+            self.k, self.v = k, v
+        return cap
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Write layer's new keys and values (B, nh, T, hs) after the filled columns (reserve(T)
+        first); returns the layer's whole cache (B, nh, capacity, hs), keys then values."""
         t0, T = self.len, k.size(2)
         self.k[layer, :, :, t0:t0 + T] = k
         self.v[layer, :, :, t0:t0 + T] = v
-        return self.k[layer, :, :, :t0 + T], self.v[layer, :, :, :t0 + T]
+        return self.k[layer], self.v[layer]
 
     def fan_out(self, n: int) -> None:
         """Repeat every row n times (row i becomes rows i*n .. i*n+n-1): the prefix's keys and
@@ -194,14 +217,18 @@ class GPT(nn.Module):
         """Final hidden states (B, T, C) of token ids idx (B, T).
 
         pos (B, T) are rotary positions (default: cache.len + arange(T)); mask is a boolean
-        attention mask (B, 1, T, keys), True = may attend; None means plain causal attention.
+        attention mask (B, 1, T, keys), True = may attend, over the keys so far (with a cache:
+        its cache.len filled columns, then these T); None means plain causal attention.
         """
         B, T = idx.shape
         t0 = cache.len if cache is not None else 0
         if pos is None:
             pos = torch.arange(t0, t0 + T, device=idx.device).expand(B, T)
-        if mask is None and t0 > 0:  # causal over the cached keys too (SDPA's is_causal is not)
-            mask = torch.ones(T, t0 + T, dtype=torch.bool, device=idx.device).tril(t0)
+        if cache is not None:
+            if mask is None:  # causal over the cached keys too (SDPA's is_causal is not)
+                mask = torch.ones(T, t0 + T, dtype=torch.bool, device=idx.device).tril(t0)
+            cap = cache.reserve(T)  # attention sees cap key columns: never the unfilled ones
+            mask = F.pad(mask, (0, cap - mask.size(-1)), value=False)
         freqs = self.freqs[pos].unsqueeze(2)  # (B, T, 1, hs/2)
         x = self.wte(idx)  # (B, T, C)
         for layer, block in enumerate(self.blocks):

@@ -329,6 +329,29 @@ def test_hidden_with_cache_and_explicit_mask_matches_full_forward(model):
     torch.testing.assert_close(inc, full, atol=1e-4, rtol=0)
 
 
+def test_kv_cache_grows_in_steps_and_keeps_what_it_holds():
+    """Guards against the cache's growth losing or moving filled keys and values, leaving
+    garbage in the columns attention reads but masks (a NaN there times a zero weight is NaN),
+    or growing past max_len: capacity goes up in steps of KVCache.GROW, up to max_len."""
+    cfg = GPTConfig(n_layer=2, n_head=2, n_embd=8)
+    cache = KVCache(cfg, 3, 40, "cpu", torch.float32)
+    assert KVCache.GROW == 16 and cache.reserve(5) == 16
+    k, v = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    for layer in range(2):
+        kk, vv = cache.update(layer, k + layer, v - layer)
+        assert kk.shape == vv.shape == (3, 2, 16, 4)  # the whole capacity
+    cache.len = 5  # what hidden() does after its layers
+    assert cache.reserve(11) == 16 and cache.reserve(12) == 32  # 5 + 12 = 17 columns
+    for layer in range(2):
+        assert torch.equal(cache.k[layer, :, :, :5], k + layer)
+        assert torch.equal(cache.v[layer, :, :, :5], v - layer)
+    assert not cache.k[:, :, :, 5:].any() and not cache.v[:, :, :, 5:].any()
+    cache.len = 30
+    assert cache.reserve(10) == 40  # capped at max_len
+    with pytest.raises(ValueError, match="40 columns"):
+        cache.reserve(11)
+
+
 def test_hidden_with_cache_default_mask_matches_full_forward(model):
     """Guards against hidden(idx, cache=cache) with its documented defaults (positions from
     cache.len, mask None = "plain causal attention") silently giving wrong logits once the
