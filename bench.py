@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from common import friendly_errors, load_model, positive
+from common import UserError, friendly_errors, load_model, positive
 from dapo import max_solution_tokens, prefix_states
 from data import EOT_ID, TaskConfig, encode, eval_split
 from model import GPT, GPTConfig, autocast, generate, pick_device
@@ -56,7 +56,7 @@ PRESETS = {  # --preset gpu: a model and batches that keep one GPU busy
 FANOUT_K = 8  # continuations per prompt in the fan-out measurement (train_critic.py's K)
 FANOUT_PROMPT_LEN = 60  # a longer prompt: a problem plus a few solution steps
 FANOUT_NEW_TOKENS = 32  # the rest of a solution
-STOPS_STATES, STOPS_K = 256, 4  # --checkpoint: Monte Carlo states, continuations of each
+MC_STATES, MC_K = 256, 4  # --checkpoint: Monte Carlo states, continuations of each
 # Dense bf16 peak FLOP/s (no sparsity) by device name, for MFU; unknown devices get none.
 PEAK_BF16_FLOPS = [  # (regex on torch.cuda.get_device_name(), FLOP/s); first match wins
     (r"H100.*PCIe", 756e12),
@@ -328,26 +328,29 @@ def load_policy(path: str) -> tuple[GPT, dict]:
     return model.eval(), ckpt
 
 
-def bench_stops(model: GPT, ckpt: dict, args, device: torch.device) -> dict:
+def bench_mc(model: GPT, ckpt: dict, args, device: torch.device) -> dict:
     """Tokens/s of the pipeline's Monte Carlo completion (train_critic.py, A.2) with the
     --checkpoint policy: K=4 continuations at temperature 1 of each of 256 states (prefixes of
     the policy's own answers to test problems of its task, cut at step ends, evenly spread),
     stopping at the end-of-text token, so rows of a batch finish at different lengths. Timed
     in turn with finished rows dropped from the batch (the default) and kept to the end."""
     model = model.to(device)
-    problems = eval_split("test", STOPS_STATES, 0, TaskConfig.from_args(ckpt.get("args", {})))
+    problems = eval_split("test", MC_STATES, 0, TaskConfig.from_args(ckpt.get("args", {})))
     budget = max_solution_tokens(problems)
     prompts = [encode(p.prompt) for p in problems]
     g = torch.Generator(device=device).manual_seed(args.seed)
     answers = generate(model, prompts, budget, 1.0, 1, g, stop_id=EOT_ID, pad_id=EOT_ID)
     states = [s for p, a in zip(prompts, answers) for s in prefix_states(p, a)]
-    states = [states[i * len(states) // STOPS_STATES] for i in range(STOPS_STATES)]
+    if not states:
+        raise UserError(f"{args.checkpoint} answers every problem with nothing, so there are no "
+                        "states to complete; pass a policy trained by train_sft.py")
+    states = [states[i * len(states) // MC_STATES] for i in range(MC_STATES)]
     outs = {}
 
     def run(drop: bool):
         def go():
             g = torch.Generator(device=device).manual_seed(args.seed)
-            outs[drop] = generate(model, states, budget, 1.0, STOPS_K, g, stop_id=EOT_ID,
+            outs[drop] = generate(model, states, budget, 1.0, MC_K, g, stop_id=EOT_ID,
                                   pad_id=EOT_ID, batch_size=2 * args.batch, drop_finished=drop)
         return go
 
@@ -355,9 +358,9 @@ def bench_stops(model: GPT, ckpt: dict, args, device: torch.device) -> dict:
     run(False)()
     drop_s, keep_s = interleaved_seconds([run(True), run(False)], device, max(args.iters, 3))
     n_tok = sum(map(len, outs[True]))
-    return dict(stop_tok_s=n_tok / drop_s, stop_tok_s_nodrop=sum(map(len, outs[False])) / keep_s,
-                drop_speedup=keep_s / drop_s, stop_same_samples=outs[True] == outs[False],
-                stop_tokens=n_tok, stop_rows=len(outs[True]))
+    return dict(mc_tok_s=n_tok / drop_s, mc_tok_s_keep=sum(map(len, outs[False])) / keep_s,
+                mc_drop_speedup=keep_s / drop_s, mc_same_samples=outs[True] == outs[False],
+                mc_tokens=n_tok, mc_rows=len(outs[True]))
 
 
 # ----------------------------------------------------------------------------- main
@@ -480,15 +483,16 @@ def main(argv=None) -> dict:
         print("sample (MC)           skipped: pass --checkpoint RUN_DIR/sft.pt to time it",
               flush=True)
     else:
-        st = bench_stops(*policy, args, device)
+        with friendly_errors():
+            st = bench_mc(*policy, args, device)
         res.update(st)
-        print(f"sample (MC, drop)     {fmt(st['stop_tok_s'], ' tok/s'):>16} | "
-              f"{args.checkpoint}: {STOPS_K} continuations of each of {STOPS_STATES} states, "
-              f"{st['stop_tokens'] / st['stop_rows']:.0f} tokens on average, finished rows "
+        print(f"sample (MC, drop)     {fmt(st['mc_tok_s'], ' tok/s'):>16} | "
+              f"{args.checkpoint}: {MC_K} continuations of each of {MC_STATES} states, "
+              f"{st['mc_tokens'] / st['mc_rows']:.0f} tokens on average, finished rows "
               f"dropped", flush=True)
-        print(f"sample (MC, keep)     {fmt(st['stop_tok_s_nodrop'], ' tok/s'):>16} | finished "
-              f"rows kept to the end | dropping speed-up {st['drop_speedup']:.2f}x, same samples: "
-              f"{'yes' if st['stop_same_samples'] else 'no'}", flush=True)
+        print(f"sample (MC, keep)     {fmt(st['mc_tok_s_keep'], ' tok/s'):>16} | finished "
+              f"rows kept to the end | dropping speed-up {st['mc_drop_speedup']:.2f}x, "
+              f"same samples: {'yes' if st['mc_same_samples'] else 'no'}", flush=True)
 
     # 6. peak memory
     what = ("torch.cuda.max_memory_allocated" if device.type == "cuda"

@@ -40,8 +40,8 @@ TINY = ["--threads", "1", "--device", "cpu", "--n-layer", "1", "--n-embd", "16",
         "--train-steps", "1", "--iters", "1", "--skip-hf", "--json"]
 
 
-def stopping_policy(path):
-    """A 1-layer policy checkpoint whose every next-token distribution puts ~5 % on the
+def stopping_policy(path, p_stop: float = 0.05):
+    """A 1-layer policy checkpoint whose every next-token distribution puts p_stop on the
     end-of-text token and the rest near-uniformly elsewhere: answers stop at geometric, varied
     lengths, as a trained policy's do."""
     from common import save_checkpoint
@@ -54,7 +54,7 @@ def stopping_policy(path):
         model.ln_f.bias.zero_()
         model.ln_f.bias[0] = 1.0
         model.wte.weight[EOT_ID].zero_()
-        model.wte.weight[EOT_ID, 0] = math.log(0.05 / 0.95 * 256)  # p(stop) = 0.05
+        model.wte.weight[EOT_ID, 0] = math.log(p_stop / (1 - p_stop) * 256)
     save_checkpoint(path, model, args={})
 
 
@@ -71,10 +71,10 @@ def test_bench_checkpoint_times_early_stops(tmp_path, capsys):
         torch.set_num_threads(threads)
     lines = capsys.readouterr().out.strip().splitlines()
     res = json.loads(lines[-1])
-    for key in ("stop_tok_s", "stop_tok_s_nodrop", "drop_speedup"):
+    for key in ("mc_tok_s", "mc_tok_s_keep", "mc_drop_speedup"):
         assert math.isfinite(res[key]) and res[key] > 0, key
-    assert res["stop_rows"] == 1024 and res["stop_same_samples"] is True
-    assert 5 < res["stop_tokens"] / res["stop_rows"] < 40  # geometric, mean ~19: early stops
+    assert res["mc_rows"] == 1024 and res["mc_same_samples"] is True
+    assert 5 < res["mc_tokens"] / res["mc_rows"] < 40  # geometric, mean ~19: early stops
     assert any(line.startswith("sample (MC, keep)") for line in lines)
 
 
@@ -87,3 +87,18 @@ def test_bench_bad_checkpoint_fails_before_timing(tmp_path, capsys):
     out = capsys.readouterr()
     assert "nope.pt" in out.err and len(out.err.strip().splitlines()) == 1
     assert "sample" not in out.out
+
+
+def test_bench_checkpoint_that_never_answers_fails_cleanly(tmp_path, capsys):
+    """Guards against a policy that stops at once (no states to complete) surfacing as an
+    IndexError: exit code 2 and one sentence naming the checkpoint."""
+    stopping_policy(tmp_path / "sft.pt", p_stop=1 - 1e-9)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit) as e:
+            bench.main(TINY + ["--batch", "1024", "--checkpoint", str(tmp_path / "sft.pt")])
+    finally:
+        torch.set_num_threads(threads)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sft.pt" in err[0] and "no states" in err[0]
