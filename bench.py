@@ -45,8 +45,9 @@ import torch
 
 from common import UserError, friendly_errors, load_model, positive
 from dapo import max_solution_tokens, prefix_states
-from data import EOT_ID, TaskConfig, encode, eval_split
+from data import EOT_ID, encode, eval_split
 from model import GPT, GPTConfig, autocast, generate, pick_device
+from train_critic import task_from
 
 PRESETS = {  # --preset gpu: a model and batches that keep one GPU busy
     "cpu": dict(n_layer=GPTConfig.n_layer, n_embd=GPTConfig.n_embd, n_head=GPTConfig.n_head,
@@ -335,7 +336,7 @@ def bench_mc(model: GPT, ckpt: dict, args, device: torch.device) -> dict:
     stopping at the end-of-text token, so rows of a batch finish at different lengths. Timed
     in turn with finished rows dropped from the batch (the default) and kept to the end."""
     model = model.to(device)
-    problems = eval_split("test", MC_STATES, 0, TaskConfig.from_args(ckpt.get("args", {})))
+    problems = eval_split("test", MC_STATES, 0, task_from(ckpt))
     budget = max_solution_tokens(problems)
     prompts = [encode(p.prompt) for p in problems]
     g = torch.Generator(device=device).manual_seed(args.seed)

@@ -365,17 +365,17 @@ def state_values(model: GPT, states: list[list[int]], pad_id: int,
 
 
 def _sample(logits: torch.Tensor, temperature: float, generator, rows: int,
-            live: torch.Tensor | None = None) -> torch.Tensor:
+            live: torch.Tensor) -> torch.Tensor:
     """Next tokens (B,) from last-position logits (B, V): argmax if temperature == 0, else one
     draw from softmax(logits / temperature) by inverse CDF (one uniform number per row, where
-    torch.multinomial draws one per vocabulary entry). The uniforms are drawn for all `rows`
-    rows of the batch and the `live` ones used, so dropping finished rows (live, an index
-    into the batch) leaves every other row's draws, and thus its sample, unchanged."""
+    torch.multinomial draws one per vocabulary entry). live (B,) are the rows' indices in the
+    batch of `rows` rows they started in: the uniforms are drawn for that whole batch and the
+    live rows' used, so dropping finished rows leaves every other row's draws, and thus its
+    sample, unchanged."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(dim=-1)  # (B, V)
-    u = torch.rand(rows, 1, device=cdf.device, generator=generator)
-    u = (u if live is None else u[live]) * cdf[:, -1:]
+    u = torch.rand(rows, 1, device=cdf.device, generator=generator)[live] * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.size(1) - 1)
 
 
@@ -456,7 +456,7 @@ def _generate_batch(model, prompts, max_new, temperature, n, generator, stop_id,
     B = P * n
     out = torch.full((B, max_new), pad_id, dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
-    live = None  # with the cache: batch rows still sampling (None: all of them)
+    live = torch.arange(B, device=dev)  # the rows still sampling (with the cache: may shrink)
     for t in range(max_new):
         if not use_cache:  # recompute everything: positions and mask for the whole sequence
             L = seq.size(1)
@@ -464,18 +464,18 @@ def _generate_batch(model, prompts, max_new, temperature, n, generator, stop_id,
             p = torch.cat([p, lengths.unsqueeze(1) + torch.arange(L - T, device=dev)], 1)
             with autocast(dev):
                 logits = model.lm_head(model.hidden(seq, p, _full_mask(m, T, L))[:, -1]).float()
-        tok = _sample(logits, temperature, generator, B, live)  # (live rows,)
+        tok = _sample(logits, temperature, generator, B, live)  # (len(live),)
         if stop_id is not None:
             tok = torch.where(done, torch.full_like(tok, stop_id), tok)
             done |= tok == stop_id
-        out[slice(None) if live is None else live, t] = tok
+        out[live, t] = tok
         if stop_id is not None and (t + 1) % sync_every == 0:  # one host-device sync per
             n_done = int(done.sum())                             # sync_every steps, not per step
             if n_done == len(done):
                 break
             if use_cache and drop_finished and 4 * n_done >= len(done):  # a quarter done:
                 keep = (~done).nonzero().squeeze(1)  # drop the finished rows
-                live = keep if live is None else live[keep]
+                live = live[keep]
                 tok, done, next_pos = tok[keep], done[keep], next_pos[keep]
                 cache.keep(keep)
         if t == max_new - 1:

@@ -10,21 +10,25 @@ import bench
 
 REQUIRED = ("sample_tok_s_cached", "sample_tok_s_uncached", "train_tok_s", "train_gflops",
             "fanout_tok_s", "nofanout_tok_s", "params")
+# a tiny model on one thread: tiny ops on two threads of a busy 2-core machine wait on each other
+TINY = ["--threads", "1", "--device", "cpu", "--n-layer", "1", "--n-embd", "16", "--n-head", "2",
+        "--prompt-len", "5", "--new-tokens", "6", "--train-batch", "2", "--train-len", "8",
+        "--train-steps", "1", "--iters", "1", "--skip-hf", "--json"]
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """bench.main sets torch's thread count; leave the other tests as they were."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_bench_json_smoke(capsys):
     """Guards against a benchmark that crashes, prints its JSON anywhere but the last line,
     drops or renames a key that autograders and the README read, or reports a zero, negative or
-    non-finite rate (for example a timer around nothing, or tokens counted wrongly).
-    One thread: tiny ops on two threads of a busy 2-core machine wait on each other."""
-    threads = torch.get_num_threads()
-    try:
-        bench.main(["--threads", "1", "--device", "cpu", "--n-layer", "1", "--n-embd", "16",
-                    "--n-head", "2", "--batch", "4", "--prompt-len", "5", "--new-tokens", "6",
-                    "--train-batch", "2", "--train-len", "8", "--train-steps", "1",
-                    "--iters", "1", "--skip-hf", "--json"])
-    finally:
-        torch.set_num_threads(threads)  # main() set it; leave the other tests as they were
+    non-finite rate (for example a timer around nothing, or tokens counted wrongly)."""
+    bench.main(TINY + ["--batch", "4"])
     lines = capsys.readouterr().out.strip().splitlines()
     res = json.loads(lines[-1])
     for key in REQUIRED:
@@ -34,10 +38,6 @@ def test_bench_json_smoke(capsys):
     assert res["device"] == "cpu" and res["mfu"] is None  # no peak FLOP/s known for a CPU
     assert any(line.startswith("sample (HF generate)  skipped") for line in lines)
 
-
-TINY = ["--threads", "1", "--device", "cpu", "--n-layer", "1", "--n-embd", "16", "--n-head", "2",
-        "--prompt-len", "5", "--new-tokens", "6", "--train-batch", "2", "--train-len", "8",
-        "--train-steps", "1", "--iters", "1", "--skip-hf", "--json"]
 
 
 def stopping_policy(path, p_stop: float = 0.05):
@@ -64,11 +64,7 @@ def test_bench_checkpoint_times_early_stops(tmp_path, capsys):
     varied lengths, it samples 4 continuations of each of 256 states both ways, the same
     samples, and reports finite positive rates in the JSON line."""
     stopping_policy(tmp_path / "sft.pt")
-    threads = torch.get_num_threads()
-    try:
-        bench.main(TINY + ["--batch", "1024", "--checkpoint", str(tmp_path / "sft.pt")])
-    finally:
-        torch.set_num_threads(threads)
+    bench.main(TINY + ["--batch", "1024", "--checkpoint", str(tmp_path / "sft.pt")])
     lines = capsys.readouterr().out.strip().splitlines()
     res = json.loads(lines[-1])
     for key in ("mc_tok_s", "mc_tok_s_keep", "mc_drop_speedup"):
@@ -93,12 +89,8 @@ def test_bench_checkpoint_that_never_answers_fails_cleanly(tmp_path, capsys):
     """Guards against a policy that stops at once (no states to complete) surfacing as an
     IndexError: exit code 2 and one sentence naming the checkpoint."""
     stopping_policy(tmp_path / "sft.pt", p_stop=1 - 1e-9)
-    threads = torch.get_num_threads()
-    try:
-        with pytest.raises(SystemExit) as e:
-            bench.main(TINY + ["--batch", "1024", "--checkpoint", str(tmp_path / "sft.pt")])
-    finally:
-        torch.set_num_threads(threads)
+    with pytest.raises(SystemExit) as e:
+        bench.main(TINY + ["--batch", "1024", "--checkpoint", str(tmp_path / "sft.pt")])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sft.pt" in err[0] and "no states" in err[0]
