@@ -7,22 +7,28 @@ side with Hugging Face transformers' GPT-2 generate at the same size.
     python bench.py --skip-hf --json       # no transformers; one JSON object as the last line
     python bench.py --checkpoint runs/seed0/sft.pt   # also time Monte Carlo completion
 
-What it measures (random weights and random tokens: speed does not depend on what was learned):
-  1. sampling tok/s with the KV cache: model.generate on --batch prompts of --prompt-len tokens,
-     --new-tokens new tokens each, no stop token (so exactly batch * new-tokens tokens);
-  2. the same without the cache (every step recomputes the whole sequence) and the speed-up;
-  3. transformers GPT2LMHeadModel.generate at the same size, batch and precision (random init,
-     never downloaded), and our speed over it: the two are timed in turn, max(--iters, 5)
-     rounds, so a slow spell of a shared machine hits both alike;
-  4. the prefix fan-out of the Monte Carlo stage: K=8 continuations of each of batch // 8 longer
-     prompts, prefilled once and fanned out, against the prompts repeated K times;
-  5. training tok/s (AdamW steps on random batches under bf16 autocast on CUDA, fp32 on CPU) and
-     the achieved FLOP/s by the 6N rule (attention FLOPs not counted); MFU on known GPUs;
-  6. peak memory: CUDA max_memory_allocated per phase, or the process's peak RSS on CPU;
-  7. with --checkpoint (a policy from train_sft.py or train_actor.py): the pipeline's Monte
-     Carlo completion, K=4 continuations of 256 states cut from the policy's own answers,
-     which stop at the end-of-text token at different lengths; model.generate with finished
-     rows dropped from the batch (the default) against keeping them to the end, timed in turn.
+What it measures, one function each, in the order it prints them (random weights and random
+tokens: speed does not depend on what was learned):
+  1. bench_sampling: sampling tok/s with the KV cache, model.generate on --batch prompts of
+     --prompt-len tokens, --new-tokens new tokens each, no stop token (so exactly
+     batch * new-tokens tokens); the same without the cache (every step recomputes the whole
+     sequence) and the speed-up;
+  2. bench_fanout: the prefix fan-out of the Monte Carlo stage, K=8 continuations of each of
+     batch // 8 longer prompts, prefilled once and fanned out, against the prompts repeated K
+     times;
+  3. bench_train: training tok/s (AdamW steps on random batches under bf16 autocast on CUDA,
+     fp32 on CPU) and the achieved FLOP/s by the 6N rule (attention FLOPs not counted); MFU on
+     known GPUs;
+  4. bench_vs_hf: transformers GPT2LMHeadModel.generate at the same size, batch and precision
+     (random init, never downloaded), and our speed over it: the two are timed in turn,
+     max(--iters, 5) rounds, so a slow spell of a shared machine hits both alike;
+  5. bench_mc, with --checkpoint (a policy from train_sft.py or train_actor.py): the
+     pipeline's Monte Carlo completion, K=4 continuations of 256 states cut from the policy's
+     own answers, which stop at the end-of-text token at different lengths; model.generate
+     with finished rows dropped from the batch (the default) against keeping them to the end,
+     timed in turn;
+  6. report_memory: peak memory, CUDA max_memory_allocated per phase, or the process's peak
+     RSS on CPU.
 Every measurement is warmed up first and timed --iters times with time.perf_counter (with a
 device synchronize on GPUs; the slow no-cache reference once); the rates printed are tokens over
 the median time. On a busy machine, compare runs with --threads 1: tiny ops on threads that wait
@@ -43,17 +49,13 @@ from pathlib import Path
 
 import torch
 
-from common import UserError, friendly_errors, load_model, positive
+from artifacts import task_of
+from common import (UserError, add_device_arg, add_preset_arg, friendly_errors, load_model,
+                    parse_with_preset, positive)
 from dapo import max_solution_tokens, prefix_states
-from data import EOT_ID, encode, eval_split
+from data import EOT_ID, VOCAB_SIZE, encode, eval_split
 from model import GPT, GPTConfig, autocast, generate, pick_device
-from train_critic import task_from
 
-PRESETS = {  # --preset gpu: a model and batches that keep one GPU busy
-    "cpu": dict(n_layer=GPTConfig.n_layer, n_embd=GPTConfig.n_embd, n_head=GPTConfig.n_head,
-                batch=256, train_batch=64),
-    "gpu": dict(n_layer=8, n_embd=512, n_head=8, batch=1024, train_batch=256),
-}
 FANOUT_K = 8  # continuations per prompt in the fan-out measurement (train_critic.py's K)
 FANOUT_PROMPT_LEN = 60  # a longer prompt: a problem plus a few solution steps
 FANOUT_NEW_TOKENS = 32  # the rest of a solution
@@ -73,11 +75,8 @@ PEAK_BF16_FLOPS = [  # (regex on torch.cuda.get_device_name(), FLOP/s); first ma
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     g = p.add_argument_group("run")
-    g.add_argument("--device", default="auto",
-                   help="auto (cuda > mps > cpu), cpu or cuda (default auto)")
-    g.add_argument("--preset", choices=PRESETS, default="cpu",
-                   help="cpu: the default GPTConfig (4/128/4), batch 256, train batch 64;\n"
-                        "gpu: n_layer 8, n_embd 512, n_head 8, batch 1024, train batch 256")
+    add_device_arg(g)
+    add_preset_arg(g)
     g.add_argument("--iters", type=int, default=3,
                    help="timed repetitions of each measurement, median reported (default 3);\n"
                         "the much slower no-cache reference is timed once")
@@ -92,29 +91,28 @@ def get_args(argv=None):
                         "Carlo completion, with and without dropping finished rows")
     g.add_argument("--json", action="store_true",
                    help="print one JSON object with every number as the last line")
-    g = p.add_argument_group("model (model.GPTConfig; default from --preset)")
-    g.add_argument("--n-layer", type=int, default=None, help="transformer blocks (cpu preset 4)")
-    g.add_argument("--n-embd", type=int, default=None, help="residual width (cpu preset 128)")
-    g.add_argument("--n-head", type=int, default=None, help="attention heads (cpu preset 4)")
+    g = p.add_argument_group("model (model.GPTConfig)")
+    g.add_argument("--n-layer", type=int, default=GPTConfig.n_layer,
+                   help=f"transformer blocks ({GPTConfig.n_layer})")
+    g.add_argument("--n-embd", type=int, default=GPTConfig.n_embd,
+                   help=f"residual width ({GPTConfig.n_embd})")
+    g.add_argument("--n-head", type=int, default=GPTConfig.n_head,
+                   help=f"attention heads ({GPTConfig.n_head})")
     g = p.add_argument_group("sampling")
-    g.add_argument("--batch", type=int, default=None,
-                   help="prompts sampled at once (cpu preset 256, gpu 1024)")
+    g.add_argument("--batch", type=int, default=256, help="prompts sampled at once (256)")
     g.add_argument("--prompt-len", type=int, default=20,
                    help="tokens per random prompt (default 20)")
     g.add_argument("--new-tokens", type=int, default=64,
                    help="tokens sampled per prompt (default 64)")
     g = p.add_argument_group("training")
-    g.add_argument("--train-batch", type=int, default=None,
-                   help="sequences per optimizer step (cpu preset 64, gpu 256)")
+    g.add_argument("--train-batch", type=int, default=64,
+                   help="sequences per optimizer step (64)")
     g.add_argument("--train-len", type=int, default=96,
                    help="tokens per training sequence (default 96)")
     g.add_argument("--train-steps", type=int, default=4,
                    help="optimizer steps in one timed training repetition (default 4)")
     g.add_argument("--compile", action="store_true", help="torch.compile the training model")
-    args = p.parse_args(argv)
-    for name, value in PRESETS[args.preset].items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    args = parse_with_preset(p, argv, "model", "bench")
     if args.threads is not None:
         positive("threads", args.threads)
     for name in ("iters", "n_layer", "n_embd", "n_head", "batch", "prompt_len", "new_tokens",
@@ -336,7 +334,7 @@ def bench_mc(model: GPT, ckpt: dict, args, device: torch.device) -> dict:
     stopping at the end-of-text token, so rows of a batch finish at different lengths. Timed
     in turn with finished rows dropped from the batch (the default) and kept to the end."""
     model = model.to(device)
-    problems = eval_split("test", MC_STATES, 0, task_from(ckpt))
+    problems = eval_split("test", MC_STATES, 0, task_of(ckpt, Path(args.checkpoint))[0])
     budget = max_solution_tokens(problems)
     prompts = [encode(p.prompt) for p in problems]
     g = torch.Generator(device=device).manual_seed(args.seed)
@@ -364,27 +362,19 @@ def bench_mc(model: GPT, ckpt: dict, args, device: torch.device) -> dict:
                 mc_tokens=n_tok, mc_rows=len(outs[True]))
 
 
-# ----------------------------------------------------------------------------- main
+# ----------------------------------------------------------------------------- the report
 
 
-def main(argv=None) -> dict:
-    with friendly_errors():
-        args = get_args(argv)
-        device = pick_device(args.device)
-        # loaded now so a bad path fails at once; kept on the CPU until its measurement
-        policy = None if args.checkpoint is None else load_policy(args.checkpoint)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    need = max(args.prompt_len + args.new_tokens, FANOUT_PROMPT_LEN + FANOUT_NEW_TOKENS,
-               args.train_len)
-    with friendly_errors():
-        cfg = GPTConfig(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
-                        block_size=max(GPTConfig.block_size, need))
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def describe_machine(cfg: GPTConfig, args, device: torch.device) -> dict:
+    """The result dict's header (device, CPU, threads, torch, configuration), printed."""
     res: dict = {"device": device.type, "params": None, "config": dict(
         n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head, batch=args.batch,
         prompt_len=args.prompt_len, new_tokens=args.new_tokens, train_batch=args.train_batch,
         train_len=args.train_len, iters=args.iters, compile=args.compile)}
-
     if device.type == "cuda":
         res["device_name"] = torch.cuda.get_device_name(device)
         res["cpu"] = cpu_name()
@@ -392,35 +382,33 @@ def main(argv=None) -> dict:
         res["device_name"] = res["cpu"] = cpu_name()
     res["threads"], res["torch"] = torch.get_num_threads(), torch.__version__
     precision = "bf16 autocast" if isinstance(autocast(device), torch.autocast) else "fp32"
-    print(f"machine: {device.type} | {res['device_name']} | {res['threads']} torch threads, "
-          f"{os.cpu_count()} logical CPUs | torch {torch.__version__} | {precision}", flush=True)
+    say(f"machine: {device.type} | {res['device_name']} | {res['threads']} torch threads, "
+        f"{os.cpu_count()} logical CPUs | torch {torch.__version__} | {precision}")
+    return res
 
-    torch.manual_seed(args.seed)
-    model = GPT(cfg).to(device).eval()
-    res["params"] = model.num_params()
-    print(f"model: n_layer {cfg.n_layer}, n_embd {cfg.n_embd}, n_head {cfg.n_head}, "
-          f"{res['params']:,} params | timing: median of {args.iters} after a warm-up",
-          flush=True)
 
-    # 1-2. sampling with and without the KV cache
+def bench_sampling(model: GPT, args, device: torch.device, res: dict) -> None:
+    """1. Sampling with and without the KV cache."""
     prompts = random_prompts(args.batch, args.prompt_len, args.seed)
     shape = f"{args.batch} prompts x {args.prompt_len} tokens -> {args.new_tokens} new"
     reset_peak_memory(device)
     cached = bench_generate(model, prompts, args.new_tokens, 1, True, args.batch, args.seed,
                             device, args.iters)
     res["peak_mem_mb_sample"] = peak_memory_mb(device)
-    print(f"sample (KV cache)     {fmt(cached, ' tok/s'):>16} | {shape}", flush=True)
+    say(f"sample (KV cache)     {fmt(cached, ' tok/s'):>16} | {shape}")
     # The recomputing reference is tens of times slower: one timed run (after a short warm-up)
     # keeps the default bench near a minute, and its ratio only has to clear 10x.
     uncached = bench_generate(model, prompts, args.new_tokens, 1, False, args.batch, args.seed,
                               device, 1, warmup_tokens=min(args.new_tokens, 4))
     speedup = cached / uncached
     verdict = "ok" if speedup >= 10 else "BELOW TARGET"
-    print(f"sample (no cache)     {fmt(uncached, ' tok/s'):>16} | recomputes the whole sequence "
-          f"each step | KV cache speed-up {speedup:.1f}x (must be >= 10x: {verdict})", flush=True)
+    say(f"sample (no cache)     {fmt(uncached, ' tok/s'):>16} | recomputes the whole sequence "
+        f"each step | KV cache speed-up {speedup:.1f}x (must be >= 10x: {verdict})")
     res.update(sample_tok_s_cached=cached, sample_tok_s_uncached=uncached, cache_speedup=speedup)
 
-    # 4. prefix fan-out for Monte Carlo completions
+
+def bench_fanout(model: GPT, args, device: torch.device, res: dict) -> None:
+    """2. Prefix fan-out for Monte Carlo completions, against each prompt prefilled K times."""
     n_fan = max(1, args.batch // FANOUT_K)
     fan_prompts = random_prompts(n_fan, FANOUT_PROMPT_LEN, args.seed + 1)
     repeated = [p for p in fan_prompts for _ in range(FANOUT_K)]
@@ -428,17 +416,15 @@ def main(argv=None) -> dict:
                          args.seed, device, args.iters)
     nofan = bench_generate(model, repeated, FANOUT_NEW_TOKENS, 1, True, args.batch, args.seed,
                            device, args.iters)
-    print(f"sample (fan-out)      {fmt(fan, ' tok/s'):>16} | {n_fan} prompt(s) x "
-          f"{FANOUT_PROMPT_LEN} tokens, prefilled once, {FANOUT_K} x {FANOUT_NEW_TOKENS} new each",
-          flush=True)
-    print(f"sample (no fan-out)   {fmt(nofan, ' tok/s'):>16} | the same prompts repeated "
-          f"{FANOUT_K}x, each prefilled | fan-out speed-up {fan / nofan:.2f}x", flush=True)
+    say(f"sample (fan-out)      {fmt(fan, ' tok/s'):>16} | {n_fan} prompt(s) x "
+        f"{FANOUT_PROMPT_LEN} tokens, prefilled once, {FANOUT_K} x {FANOUT_NEW_TOKENS} new each")
+    say(f"sample (no fan-out)   {fmt(nofan, ' tok/s'):>16} | the same prompts repeated "
+        f"{FANOUT_K}x, each prefilled | fan-out speed-up {fan / nofan:.2f}x")
     res.update(fanout_tok_s=fan, nofanout_tok_s=nofan, fanout_speedup=fan / nofan)
-    del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
-    # 5. training throughput and FLOP/s by the 6N rule
+
+def bench_train(cfg: GPTConfig, args, device: torch.device, res: dict) -> None:
+    """3. Training throughput and FLOP/s by the 6N rule (MFU where the peak is known)."""
     reset_peak_memory(device)
     train_tok_s, n_params, step_s = bench_training(cfg, args, device)
     res["peak_mem_mb_train"] = peak_memory_mb(device)
@@ -447,62 +433,90 @@ def main(argv=None) -> dict:
     mfu = gflops * 1e9 / peak if peak else None
     mfu_text = (f" | MFU {100 * mfu:.1f}% of {peak / 1e12:.0f} TFLOP/s bf16 peak" if mfu
                 else " | MFU n/a (peak FLOP/s of this device not known)")
-    print(f"train                 {fmt(train_tok_s, ' tok/s'):>16} | {args.train_batch} x "
-          f"{args.train_len} tokens per step, {1e3 * step_s:.1f} ms/step, AdamW"
-          f"{' fused' if device.type == 'cuda' else ''}{', compiled' if args.compile else ''}",
-          flush=True)
-    print(f"train FLOP/s          {gflops:>10,.1f} GFLOP/s | 6N rule, N = {n_params:,} "
-          f"(attention FLOPs not counted){mfu_text}", flush=True)
+    say(f"train                 {fmt(train_tok_s, ' tok/s'):>16} | {args.train_batch} x "
+        f"{args.train_len} tokens per step, {1e3 * step_s:.1f} ms/step, AdamW"
+        f"{' fused' if device.type == 'cuda' else ''}{', compiled' if args.compile else ''}")
+    say(f"train FLOP/s          {gflops:>10,.1f} GFLOP/s | 6N rule, N = {n_params:,} "
+        f"(attention FLOPs not counted){mfu_text}")
     res.update(train_tok_s=train_tok_s, train_gflops=gflops, peak_flops=peak, mfu=mfu)
 
-    # 3. Hugging Face transformers GPT-2 generate at the same size (last: importing transformers
-    # grows the process, which would blur the CPU peak-memory figures above)
-    hf, ratio = None, None
+
+def bench_vs_hf(cfg: GPTConfig, args, device: torch.device, res: dict) -> None:
+    """4. Hugging Face transformers GPT-2 generate at the same size, timed in turn with ours
+    (after training: importing transformers grows the process, which would blur the CPU
+    peak-memory figures above)."""
+    res.update(sample_tok_s_hf=None, hf_ratio=None)
     if args.skip_hf:
-        print("sample (HF generate)  skipped (--skip-hf)", flush=True)
-    else:
-        run_hf, note = bench_hf(cfg, prompts, args.new_tokens, args.seed, device)
-        if run_hf is None:
-            print(f"sample (HF generate)  {note}", flush=True)
-        else:
-            torch.manual_seed(args.seed)
-            model = GPT(cfg).to(device).eval()
+        return say("sample (HF generate)  skipped (--skip-hf)")
+    prompts = random_prompts(args.batch, args.prompt_len, args.seed)
+    run_hf, note = bench_hf(cfg, prompts, args.new_tokens, args.seed, device)
+    if run_hf is None:
+        return say(f"sample (HF generate)  {note}")
+    torch.manual_seed(args.seed)
+    model = GPT(cfg).to(device).eval()
+    run_ours = sampler(model, prompts, args.new_tokens, 1, True, args.batch, args.seed, device)
+    run_ours()  # warm-up
+    ours_s, hf_s = interleaved_seconds([run_ours, run_hf], device, max(args.iters, 5))
+    n_tok = len(prompts) * args.new_tokens
+    res.update(sample_tok_s_hf=n_tok / hf_s, hf_ratio=hf_s / ours_s)
+    say(f"sample (HF generate)  {fmt(n_tok / hf_s, ' tok/s'):>16} | {note}, same size, batch "
+        f"and precision | ours, timed in turn with it: {fmt(n_tok / ours_s, ' tok/s')}, "
+        f"{hf_s / ours_s:.2f}x HF")
 
-            run_ours = sampler(model, prompts, args.new_tokens, 1, True, args.batch, args.seed,
-                               device)
-            run_ours()  # warm-up
-            ours_s, hf_s = interleaved_seconds([run_ours, run_hf], device, max(args.iters, 5))
-            n_tok = len(prompts) * args.new_tokens
-            hf, ratio = n_tok / hf_s, hf_s / ours_s
-            print(f"sample (HF generate)  {fmt(hf, ' tok/s'):>16} | {note}, same size, batch and "
-                  f"precision | ours, timed in turn with it: {fmt(n_tok / ours_s, ' tok/s')}, "
-                  f"{ratio:.2f}x HF", flush=True)
-    res.update(sample_tok_s_hf=hf, hf_ratio=ratio)
 
-    # 7. Monte Carlo completion as in the pipeline, rows stopping early (needs a policy)
-    if args.checkpoint is None:
-        print("sample (MC)           skipped: pass --checkpoint RUN_DIR/sft.pt to time it",
-              flush=True)
-    else:
-        with friendly_errors():
-            st = bench_mc(*policy, args, device)
-        res.update(st)
-        print(f"sample (MC, drop)     {fmt(st['mc_tok_s'], ' tok/s'):>16} | "
-              f"{args.checkpoint}: {MC_K} continuations of each of {MC_STATES} states, "
-              f"{st['mc_tokens'] / st['mc_rows']:.0f} tokens on average, finished rows "
-              f"dropped", flush=True)
-        print(f"sample (MC, keep)     {fmt(st['mc_tok_s_keep'], ' tok/s'):>16} | finished "
-              f"rows kept to the end | dropping speed-up {st['mc_drop_speedup']:.2f}x, "
-              f"same samples: {'yes' if st['mc_same_samples'] else 'no'}", flush=True)
+def bench_checkpoint_mc(policy, args, device: torch.device, res: dict) -> None:
+    """5. Monte Carlo completion as in the pipeline, rows stopping early (needs a policy)."""
+    if policy is None:
+        return say("sample (MC)           skipped: pass --checkpoint RUN_DIR/sft.pt to time it")
+    with friendly_errors():
+        st = bench_mc(*policy, args, device)
+    res.update(st)
+    say(f"sample (MC, drop)     {fmt(st['mc_tok_s'], ' tok/s'):>16} | {args.checkpoint}: "
+        f"{MC_K} continuations of each of {MC_STATES} states, "
+        f"{st['mc_tokens'] / st['mc_rows']:.0f} tokens on average, finished rows dropped")
+    say(f"sample (MC, keep)     {fmt(st['mc_tok_s_keep'], ' tok/s'):>16} | finished rows kept "
+        f"to the end | dropping speed-up {st['mc_drop_speedup']:.2f}x, same samples: "
+        f"{'yes' if st['mc_same_samples'] else 'no'}")
 
-    # 6. peak memory
+
+def report_memory(device: torch.device, res: dict) -> None:
+    """6. Peak memory of the sampling and training phases."""
     what = ("torch.cuda.max_memory_allocated" if device.type == "cuda"
             else "process peak RSS, torch runtime included")
-    print(f"peak memory           sampling (KV cache) {fmt(res['peak_mem_mb_sample'], ' MiB')}, "
-          f"training {fmt(res['peak_mem_mb_train'], ' MiB')} ({what})", flush=True)
+    say(f"peak memory           sampling (KV cache) {fmt(res['peak_mem_mb_sample'], ' MiB')}, "
+        f"training {fmt(res['peak_mem_mb_train'], ' MiB')} ({what})")
     mems = [m for m in (res["peak_mem_mb_sample"], res["peak_mem_mb_train"]) if m is not None]
     res["peak_mem_mb"] = max(mems) if mems else None
     res["peak_mem_kind"] = what
+
+
+def main(argv=None) -> dict:
+    with friendly_errors():
+        args = get_args(argv)
+        device = pick_device(args.device)
+        # loaded now so a bad path fails at once; kept on the CPU until its measurement
+        policy = None if args.checkpoint is None else load_policy(args.checkpoint)
+        need = max(args.prompt_len + args.new_tokens, FANOUT_PROMPT_LEN + FANOUT_NEW_TOKENS,
+                   args.train_len)
+        cfg = GPTConfig(vocab_size=VOCAB_SIZE, n_layer=args.n_layer, n_embd=args.n_embd,
+                        n_head=args.n_head, block_size=max(GPTConfig.block_size, need))
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    res = describe_machine(cfg, args, device)
+    torch.manual_seed(args.seed)
+    model = GPT(cfg).to(device).eval()
+    res["params"] = model.num_params()
+    say(f"model: n_layer {cfg.n_layer}, n_embd {cfg.n_embd}, n_head {cfg.n_head}, "
+        f"{res['params']:,} params | timing: median of {args.iters} after a warm-up")
+    bench_sampling(model, args, device, res)
+    bench_fanout(model, args, device, res)
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    bench_train(cfg, args, device, res)
+    bench_vs_hf(cfg, args, device, res)
+    bench_checkpoint_mc(policy, args, device, res)
+    report_memory(device, res)
     if args.json:
         print(json.dumps(res))
     return res

@@ -1,4 +1,5 @@
-"""Run-folder plumbing shared by the scripts: clear errors, atomic files, checkpoints, results.
+"""Plumbing shared by the scripts: one-sentence errors, flag checks, the presets, atomic files,
+checkpoints and the metrics log. (What each file of a run folder is: artifacts.py.)
 
 Every file a stage writes goes through a temporary file and an atomic rename, so an interrupted
 run never leaves a half-written checkpoint, rollout file or results.json behind.
@@ -6,6 +7,7 @@ run never leaves a half-written checkpoint, rollout file or results.json behind.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -48,13 +50,54 @@ def positive(name: str, value, allow_zero: bool = False):
     return value
 
 
+# The one definition of the presets. "cpu" is every script's own defaults: a laptop CPU, minutes.
+# "gpu" is a bigger model, a harder task and a bigger budget for one GPU (untested: no GPU has
+# run it yet). Each section lists flag values of one script; --preset gpu makes them its
+# defaults, and a flag given on the command line still wins.
+PRESETS: dict[str, dict[str, dict]] = {
+    "cpu": {},
+    "gpu": {
+        "model": dict(n_layer=8, n_embd=512, n_head=8),
+        "sft": dict(batch_size=256, steps=6000, lr=1e-3, max_steps=8, ood_steps=9),
+        "critic": dict(problems=8192, n1=4, n=2, K=8, sample_batch=4096, batch_size=256,
+                       chunk=2048),
+        "actor": dict(batch_pairs=512),
+        "bench": dict(batch=1024, train_batch=256),
+    },
+}
+
+
+def add_device_arg(group) -> None:
+    """The --device flag, the same in every script (model.pick_device reads it)."""
+    group.add_argument("--device", default="auto",
+                       help="auto (cuda > mps > cpu), cpu, cuda or mps")
+
+
+def add_preset_arg(group) -> None:
+    group.add_argument("--preset", choices=PRESETS, default="cpu",
+                       help="cpu: the defaults shown; gpu: a larger model, task and budget "
+                       "(common.PRESETS)")
+
+
+def parse_with_preset(parser: argparse.ArgumentParser, argv, *sections: str):
+    """Parse argv; with --preset gpu, parse again with that preset's values of the given
+    sections (common.PRESETS) as the defaults, so that explicit flags still win."""
+    args = parser.parse_args(argv)
+    values = {k: v for s in sections for k, v in PRESETS[args.preset].get(s, {}).items()}
+    if values:
+        parser.set_defaults(**values)
+        args = parser.parse_args(argv)
+    return args
+
+
 def add_round_args(parser, seed_help: str):
-    """The flags every DAPO stage shares: its run folder, round, seed and device."""
+    """The flags every DAPO stage shares: its run folder, round, seed, device and preset."""
     g = parser.add_argument_group("run")
     g.add_argument("--run-dir", default="runs/default", help="folder of the earlier stages")
     g.add_argument("--round", type=int, default=1, help="DAPO round R (1, 2, ...)")
     g.add_argument("--seed", type=int, default=0, help=seed_help)
-    g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps")
+    add_device_arg(g)
+    add_preset_arg(g)
 
 
 def prepare_run_dir(path: str, must_exist: bool = False) -> Path:
@@ -116,9 +159,10 @@ def save_checkpoint(path: Path, model: GPT, **extra) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     ckpt = {"model": state, "model_config": config_dict(model), **extra}
     save_torch(path, ckpt)
+    described = ("args", "step", "stage", "task", "data_seed")  # the JSON: all but weights
     save_json(Path(path).with_suffix(".json"),
-              {"model_config": config_dict(model), **{k: v for k, v in extra.items()
-                                                      if k in ("args", "step", "stage")}})
+              {"model_config": config_dict(model),
+               **{k: v for k, v in extra.items() if k in described}})
 
 
 def load_model(path: Path, device, what: str, hint: str, value_head: bool | None = None,
@@ -145,26 +189,6 @@ def load_model(path: Path, device, what: str, hint: str, value_head: bool | None
         raise UserError(f"{path} does not hold a compatible model ({e}); "
                         f"delete it and {hint.split('; ')[-1]}") from None
     return model.to(device), ckpt
-
-
-def read_results(run_dir: Path) -> dict:
-    """run_dir/results.json as a dict ({} if there is none yet)."""
-    path = Path(run_dir) / "results.json"
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise UserError(f"{path} is corrupt; delete it and re-run the stages") from None
-
-
-def update_results(run_dir: Path, stage: str, record: dict) -> dict:
-    """Merge {stage: record} into run_dir/results.json (atomically) and return the whole."""
-    path = Path(run_dir) / "results.json"
-    results = read_results(run_dir)
-    results[stage] = record
-    save_json(path, results)
-    return results
 
 
 def log_metrics(run_dir: Path, record: dict) -> None:

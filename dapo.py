@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from data import (EOT_ID, NL_ID, OPS, Problem, Verdict, decode, encode, parse_prompt,
-                  split_lines, verify)
+from data import (EOT_ID, NL_ID, OPS, Problem, TaskConfig, Verdict, decode, encode, eval_split,
+                  parse_prompt, split_lines, verify)
 from model import GPT, generate
 
 # ----------------------------------------------------------------------------- evaluation
@@ -76,12 +76,32 @@ def show_failure(problem: Problem, response: str, verdict: Verdict) -> str:
     return "\n".join(out)
 
 
+def evaluate_splits(model: GPT, cfg: TaskConfig, n: int, data_seed: int,
+                    generator: torch.Generator | None = None,
+                    keep_failures: int = 0) -> tuple[dict, list]:
+    """Greedy accuracy on the first n problems of val, test and ood (and, given a generator,
+    accuracy at temperature 1 too: "sampled_acc"). Returns ({split: record}, up to
+    keep_failures wrong greedy test solutions); a record holds greedy_acc, n, the fail_*
+    fractions and two_op_lines / two_op_acc (see evaluate)."""
+    record, shown = {}, []
+    for split in ("val", "test", "ood"):
+        problems = eval_split(split, n, data_seed, cfg)
+        greedy, fails = evaluate(model, problems, 0.0, keep_failures=keep_failures)
+        rec = {"greedy_acc": greedy.pop("acc"), **greedy}
+        if generator is not None:
+            rec["sampled_acc"] = evaluate(model, problems, 1.0, generator)[0]["acc"]
+        record[split] = rec
+        if split == "test":
+            shown = fails
+    return record, shown
+
+
 # ----------------------------------------------------------------------------- steps and states
 
 
 def step_spans(tokens: list[int]) -> list[tuple[int, int]]:
     """Token spans [start, end) of the steps of a response. A step ends with its "\\n" token,
-    which belongs to the step (PAPER.md §6); a trailing piece without one is a last step.
+    which belongs to the step (docs/paper.md §6); a trailing piece without one is a last step.
 
         >>> step_spans(encode("1+2=3\\nA: 3*4=12\\n"))
         [(0, 6), (6, 16)]
@@ -94,11 +114,6 @@ def step_spans(tokens: list[int]) -> list[tuple[int, int]]:
     if start < len(tokens):
         spans.append((start, len(tokens)))
     return spans
-
-
-def split_steps(tokens: list[int]) -> list[list[int]]:
-    """The steps (actions) of a response as token lists; they concatenate back to `tokens`."""
-    return [tokens[a:b] for a, b in step_spans(tokens)]
 
 
 def prefix_states(prompt: list[int], response: list[int]) -> list[list[int]]:
@@ -129,9 +144,9 @@ def is_terminal(action: list[int]) -> bool:
 
 
 def balanced_pick(rewards: list[float], n: int, rng) -> list[int]:
-    """Indices of n of the samples, half correct and half incorrect where possible (PAPER §2.1):
-    n // 2 of each kind (an odd n's extra slot goes to a kind at random), chosen at random, then
-    filled up from whichever kind has samples left."""
+    """Indices of n of the samples, half correct and half incorrect where possible
+    (docs/paper.md §2.1): n // 2 of each kind (an odd n's extra slot goes to a kind at
+    random), chosen at random, then filled up from whichever kind has samples left."""
     good = [i for i, r in enumerate(rewards) if r > 0]
     bad = [i for i, r in enumerate(rewards) if r <= 0]
     rng.shuffle(good)
@@ -143,8 +158,9 @@ def balanced_pick(rewards: list[float], n: int, rng) -> list[int]:
 
 
 def mc_value(rewards: torch.Tensor) -> torch.Tensor:
-    """MC(s) = the mean reward of the K continuations of each state (PAPER §2.2). (S, K) -> (S,)
-    An unbiased estimate of V^{pi_ref}(s), the chance that pi_ref finishes s correctly."""
+    """MC(s) = the mean reward of the K continuations of each state (docs/paper.md §2.2).
+    (S, K) -> (S,). An unbiased estimate of V^{pi_ref}(s), the chance that pi_ref finishes s
+    correctly."""
     return rewards.float().mean(dim=-1)
 
 
@@ -179,9 +195,10 @@ def advantages(values: torch.Tensor) -> torch.Tensor:
     """Eq. 13: A(s, a_i) = V(s∘a_i) - (1/M) sum_j V(s∘a_j), for M sampled actions of a state.
 
     values (M,) holds V(s∘a_i) for every sampled action, duplicates included (the mean is over
-    all M samples, taken before de-duplication, PAPER §6). The baseline is the mean over sibling
-    next states, not V(s). No normalisation, no clipping. For a finished solution s∘a, the
-    caller puts the verifier's reward in values (exact), not the critic's guess (PAPER §6).
+    all M samples, taken before de-duplication: docs/paper.md §6). The baseline is the mean
+    over sibling next states, not V(s). No normalisation, no clipping. For a finished solution
+    s∘a, the caller puts the verifier's reward in values (exact), not the critic's guess
+    (docs/paper.md §6).
     """
     return values - values.mean()
 

@@ -10,7 +10,7 @@ The solution writes one step per line; the last step is the final-answer line, m
 
 The answer is written by the last computation itself, not copied onto a line of its own: so the
 step that finishes a solution is a real step, and DAPO's terminal rule (a finished solution is
-valued by the verifier's reward, PAPER.md §6) judges it exactly.
+valued by the verifier's reward, docs/paper.md §6) judges it exactly.
 
 A line may also do two operations at once, skipping the value between them. The training
 demonstrations do that for two additions in a row, with probability TaskConfig.fuse_prob, as a
@@ -101,16 +101,6 @@ class TaskConfig:
             raise ValueError("ood_steps must be >= 1, add_max and mul_max >= 2, max_value >= 100")
         if not 0.0 <= self.fuse_prob <= 1.0:
             raise ValueError(f"fuse_prob must be in [0, 1], got {self.fuse_prob}")
-
-    @classmethod
-    def from_args(cls, args: dict) -> "TaskConfig":
-        """The task of a script's arguments (a dict, as saved in every checkpoint): its
-        min_steps, max_steps, ood_steps and fuse_prob, the defaults where missing or None."""
-        d = cls()
-        return cls(min_steps=args.get("min_steps") or d.min_steps,
-                   max_steps=args.get("max_steps") or d.max_steps,
-                   ood_steps=args.get("ood_steps") or d.ood_steps,
-                   fuse_prob=d.fuse_prob if args.get("fuse_prob") is None else args["fuse_prob"])
 
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
@@ -266,7 +256,6 @@ _QUESTION = re.compile(r"Q: ([0-9]{1,6})((?:[+\-*][0-9]{1,6}){1,32})\n?")
 class Verdict:
     reward: float  # 1.0 if the final answer line is present and correct, else 0.0
     line_ok: list[bool] = field(default_factory=list)  # per line of the response, see verify()
-    first_error: int | None = None  # index of the first line that is not ok, None if all are
     answer: int | None = None  # the answer the response gave, if it gave one
     expected: list[str] = field(default_factory=list)  # the locally correct text of each line
     line_ops: list[int] = field(default_factory=list)  # operations each line was due to do
@@ -274,6 +263,20 @@ class Verdict:
     @property
     def n_wrong(self) -> int:
         return sum(not ok for ok in self.line_ok)
+
+    @property
+    def first_error(self) -> int | None:
+        """Index of the first line that is not ok, None if all are."""
+        return first_wrong(self.line_ok)
+
+
+def first_wrong(line_ok) -> int | None:
+    """Index of the first False in a list of per-line verdicts, None if there is none.
+
+        >>> first_wrong([True, False, False]), first_wrong([True])
+        (1, None)
+    """
+    return next((i for i, ok in enumerate(line_ok) if not ok), None)
 
 
 def split_lines(response: str) -> list[str]:
@@ -333,10 +336,9 @@ def verify(problem: Problem, response: str) -> Verdict:
             done += k
             i += 1
         reward = float(answer is not None and answer == problem.answer and done == n)
-        first = next((j for j, g in enumerate(ok) if not g), None)
-        return Verdict(reward, ok, first, answer, expected, line_ops)
+        return Verdict(reward, ok, answer, expected, line_ops)
     except Exception:  # pragma: no cover - defensive: garbage must never crash a rollout
-        return Verdict(0.0, [False], 0, None)
+        return Verdict(0.0, [False], None)
 
 
 def parse_prompt(prompt: str) -> Problem | None:

@@ -433,37 +433,44 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, temperat
 
 def _generate_batch(model, prompts, max_new, temperature, n, generator, stop_id, pad_id,
                     use_cache, dev, sync_every, drop_finished) -> list[list[int]]:
+    """One batch of generate: n samples of each prompt, cut before their first stop_id."""
     idx, lengths = pack(prompts, pad_id, dev, left=True)  # (P, T)
-    P, T = idx.shape
     max_new = min(max_new, model.config.block_size - int(lengths.max()))
     if max_new <= 0:
         raise ValueError(f"prompt longer than block_size={model.config.block_size}")
-    total = T + max_new
-    pos, mask, key_valid = _prompt_mask(lengths, T, total)
     if use_cache:
-        dtype = torch.bfloat16 if isinstance(autocast(dev), torch.autocast) else torch.float32
-        cache = KVCache(model.config, P, total, dev, dtype)
-        cache.key_valid = key_valid
-        with autocast(dev):
-            h = model.hidden(idx, pos, mask[..., :T], cache)  # prefill: once per prompt
-        logits = model.lm_head(h[:, -1]).float()  # (P, V)
-        cache.fan_out(n)  # (P*n) rows share each prompt's prefill
-        logits = logits.repeat_interleave(n, dim=0)
-        next_pos = lengths.repeat_interleave(n)  # (B,) position of the next token per row
+        out = _sample_cached(model, idx, lengths, max_new, temperature, n, generator, stop_id,
+                             pad_id, sync_every, drop_finished)
     else:
-        idx, lengths = idx.repeat_interleave(n, 0), lengths.repeat_interleave(n)
-        seq = idx
+        out = _sample_uncached(model, idx, lengths, max_new, temperature, n, generator,
+                               stop_id, pad_id, sync_every)
+    rows = out.tolist()
+    if stop_id is not None:
+        rows = [r[:r.index(stop_id)] if stop_id in r else r for r in rows]
+    return rows
+
+
+def _sample_cached(model, idx, lengths, max_new, temperature, n, generator, stop_id, pad_id,
+                   sync_every, drop_finished) -> torch.Tensor:
+    """The sampler: prefill the left-padded prompts idx (P, T) once, fan the KV cache out to
+    n rows each, then decode one token per step from the cache. Returns (P*n, max_new) tokens,
+    stop_id repeated after a row's first stop (pad_id where the loop ended early)."""
+    dev = idx.device
+    P, T = idx.shape
+    pos, mask, key_valid = _prompt_mask(lengths, T, T + max_new)
+    dtype = torch.bfloat16 if isinstance(autocast(dev), torch.autocast) else torch.float32
+    cache = KVCache(model.config, P, T + max_new, dev, dtype)
+    cache.key_valid = key_valid
+    with autocast(dev):
+        h = model.hidden(idx, pos, mask[..., :T], cache)  # prefill: once per prompt
+    logits = model.lm_head(h[:, -1]).float().repeat_interleave(n, dim=0)  # (P*n, V)
+    cache.fan_out(n)  # (P*n) rows share each prompt's prefill
+    next_pos = lengths.repeat_interleave(n)  # (B,) position of the next token per row
     B = P * n
     out = torch.full((B, max_new), pad_id, dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
-    live = torch.arange(B, device=dev)  # the rows still sampling (with the cache: may shrink)
+    live = torch.arange(B, device=dev)  # the rows still sampling (may shrink)
     for t in range(max_new):
-        if not use_cache:  # recompute everything: positions and mask for the whole sequence
-            L = seq.size(1)
-            p, m, _ = _prompt_mask(lengths, T, L)
-            p = torch.cat([p, lengths.unsqueeze(1) + torch.arange(L - T, device=dev)], 1)
-            with autocast(dev):
-                logits = model.lm_head(model.hidden(seq, p, _full_mask(m, T, L))[:, -1]).float()
         tok = _sample(logits, temperature, generator, B, live)  # (len(live),)
         if stop_id is not None:
             tok = torch.where(done, torch.full_like(tok, stop_id), tok)
@@ -473,27 +480,48 @@ def _generate_batch(model, prompts, max_new, temperature, n, generator, stop_id,
             n_done = int(done.sum())                             # sync_every steps, not per step
             if n_done == len(done):
                 break
-            if use_cache and drop_finished and 4 * n_done >= len(done):  # a quarter done:
-                keep = (~done).nonzero().squeeze(1)  # drop the finished rows
+            if drop_finished and 4 * n_done >= len(done):  # a quarter done: drop those rows
+                keep = (~done).nonzero().squeeze(1)
                 live = live[keep]
                 tok, done, next_pos = tok[keep], done[keep], next_pos[keep]
                 cache.keep(keep)
         if t == max_new - 1:
             break
-        if use_cache:
-            cache.key_valid[:, cache.len] = True
-            m = cache.key_valid[:, :cache.len + 1]  # (B, keys): real keys, this token included
-            with autocast(dev):
-                h = model.hidden(tok.unsqueeze(1), next_pos.unsqueeze(1), m[:, None, None, :],
-                                 cache)
-            logits = model.lm_head(h[:, -1]).float()
-            next_pos = next_pos + 1
-        else:
-            seq = torch.cat([seq, tok.unsqueeze(1)], dim=1)
-    rows = out.tolist()
-    if stop_id is not None:
-        rows = [r[:r.index(stop_id)] if stop_id in r else r for r in rows]
-    return rows
+        cache.key_valid[:, cache.len] = True
+        m = cache.key_valid[:, :cache.len + 1]  # (B, keys): real keys, this token included
+        with autocast(dev):
+            h = model.hidden(tok.unsqueeze(1), next_pos.unsqueeze(1), m[:, None, None, :], cache)
+        logits = model.lm_head(h[:, -1]).float()
+        next_pos = next_pos + 1
+    return out
+
+
+def _sample_uncached(model, idx, lengths, max_new, temperature, n, generator, stop_id, pad_id,
+                     sync_every) -> torch.Tensor:
+    """The slow reference the tests compare _sample_cached with: no cache, every step
+    recomputes the whole sequence (positions and mask included). Same draws, same output."""
+    dev = idx.device
+    P, T = idx.shape
+    seq, lengths = idx.repeat_interleave(n, 0), lengths.repeat_interleave(n)
+    B = P * n
+    out = torch.full((B, max_new), pad_id, dtype=torch.long, device=dev)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
+    live = torch.arange(B, device=dev)  # never shrinks here
+    for t in range(max_new):
+        L = seq.size(1)
+        p, m, _ = _prompt_mask(lengths, T, L)
+        p = torch.cat([p, lengths.unsqueeze(1) + torch.arange(L - T, device=dev)], 1)
+        with autocast(dev):
+            logits = model.lm_head(model.hidden(seq, p, _full_mask(m, T, L))[:, -1]).float()
+        tok = _sample(logits, temperature, generator, B, live)
+        if stop_id is not None:
+            tok = torch.where(done, torch.full_like(tok, stop_id), tok)
+            done |= tok == stop_id
+        out[:, t] = tok
+        if stop_id is not None and (t + 1) % sync_every == 0 and bool(done.all()):
+            break
+        seq = torch.cat([seq, tok.unsqueeze(1)], dim=1)
+    return out
 
 
 def _full_mask(prompt_mask: torch.Tensor, T: int, L: int) -> torch.Tensor:

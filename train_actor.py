@@ -5,7 +5,7 @@
 
 Reads pi_ref (RUN_DIR/sft.pt in round 1, RUN_DIR/actor_{R-1}.pt after), RUN_DIR/rollouts_R.pt
 and RUN_DIR/critic_R.pt. For every state s of the rollouts:
-1. actions a_1..a_K: the first steps of its K continuations (PAPER.md §3.1);
+1. actions a_1..a_K: the first steps of its K continuations (docs/paper.md §3.1);
 2. A(s, a_i) = V(s∘a_i) - mean_j V(s∘a_j) (eq. 13), with the verifier's reward for a finished
    s∘a; unique actions only; states with max A - min A < --adv-threshold are dropped (App. F.1);
 3. log pi_ref(a|s), summed over the action's tokens, computed once with the frozen pi_ref;
@@ -23,20 +23,21 @@ import time
 import torch
 from tqdm import tqdm
 
-from common import (UserError, add_round_args, args_dict, friendly_errors, load_model,
-                    log_metrics, positive, prepare_run_dir, read_results, save_checkpoint,
-                    update_results)
-from dapo import advantages, dapo_loss, evaluate, first_step, is_terminal
-from data import EOT_ID, decode, encode, eval_split, parse_prompt, split_lines, verify
+from artifacts import (load_critic, load_policy, load_rollouts, policy_path, read_results,
+                       task_of, task_record, unflat, update_results)
+from common import (UserError, add_round_args, args_dict, friendly_errors, log_metrics,
+                    parse_with_preset, positive, prepare_run_dir, save_checkpoint)
+from dapo import advantages, dapo_loss, evaluate_splits, first_step, is_terminal
+from data import EOT_ID, decode, encode, parse_prompt, split_lines, verify
 from model import autocast, continuation_logprob, pack_continuations, pick_device
 from model import sequence_logprobs, state_values
-from train_critic import load_rollouts, policy_hint, policy_path, task_from, unflat
+from report import before_after_table
 
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_round_args(p, "seed for batching")
-    g = p.add_argument_group("DAPO (PAPER.md §3)")
+    g = p.add_argument_group("DAPO (docs/paper.md §3)")
     g.add_argument("--beta", type=float, default=0.1, help="KL weight beta of eq. 12")
     g.add_argument("--adv-threshold", type=float, default=0.1,
                    help="drop states whose max A - min A is below this (App. F.1)")
@@ -50,7 +51,7 @@ def get_args(argv=None):
     g = p.add_argument_group("evaluation and logging")
     g.add_argument("--eval-n", type=int, default=500, help="problems per evaluation split")
     g.add_argument("--log-every", type=int, default=20, help="steps between log lines")
-    args = p.parse_args(argv)
+    args = parse_with_preset(p, argv, "actor")
     for name in ("round", "epochs", "batch_pairs", "eval_n", "log_every"):
         positive(name.replace("_", "-"), getattr(args, name))
     if args.beta <= 0:
@@ -91,10 +92,10 @@ def build_pairs(data: dict, critic, threshold: float) -> tuple[list[dict], dict]
         vals = []
         for a in a_list:
             v = verdicts[tuple(a)]
-            if is_terminal(a):  # a finished solution: the verifier's exact reward (PAPER §6)
-                vals.append(v.reward)
+            if is_terminal(a):  # WHERE THE PAPER IS SILENT (docs/paper.md §6): a finished
+                vals.append(v.reward)  # solution's value is the verifier's exact reward
                 n_terminal += 1
-            elif critic is None:  # oracle ablation: every line of s∘a right
+            elif critic is None:  # BEYOND THE PAPER: the oracle ablation, all lines right
                 vals.append(float(all(v.line_ok[:t + 1])))
             else:
                 vals.append(v_next[where[(i, tuple(a))]])
@@ -122,7 +123,7 @@ def build_pairs(data: dict, critic, threshold: float) -> tuple[list[dict], dict]
 
 def state_batches(groups: list[dict], batch_pairs: int, rng: random.Random) -> list[list[int]]:
     """Shuffle states, then cut into batches of about batch_pairs pairs; all actions of a state
-    stay in the same batch (state-wise batching, PAPER §3.6)."""
+    stay in the same batch (state-wise batching, docs/paper.md §3.6)."""
     order = list(range(len(groups)))
     rng.shuffle(order)
     batches, cur, n = [], [], 0
@@ -135,55 +136,42 @@ def state_batches(groups: list[dict], batch_pairs: int, rng: random.Random) -> l
     return batches + ([cur] if cur else [])
 
 
-def greedy_eval(model, cfg, eval_n: int, seed: int) -> dict:
-    return {s: evaluate(model, eval_split(s, eval_n, seed, cfg), 0.0)[0]
-            for s in ("val", "test", "ood")}
-
-
-def main(argv=None):
-    args = get_args(argv)
-    device = pick_device(args.device)
-    run_dir = prepare_run_dir(args.run_dir, must_exist=True)
-    t_start = time.time()
-    src = policy_path(run_dir, args.round)
-    ref, pckpt = load_model(src, device, "reference policy checkpoint", policy_hint(args.round),
-                            value_head=False)
-    ref.eval()
-    cfg, data_seed = task_from(pckpt), pckpt.get("args", {}).get("seed", 0)
-    data = load_rollouts(run_dir, args.round)
-    if data["meta"].get("policy") != src.name or data["meta"].get("policy_step") != \
-            pckpt.get("step"):
-        raise UserError(f"rollouts_{args.round}.pt was made with another pi_ref than {src}; "
-                        f"re-run train_critic.py --round {args.round}")
-    critic = None
-    if args.critic == "learned":
-        critic, _ = load_model(run_dir / f"critic_{args.round}.pt", device, "critic checkpoint",
-                               f"run train_critic.py --round {args.round} first",
-                               value_head=True)
-        critic.eval()
-
-    # ---- B.1-B.3: actions, advantages (eq. 13), filters, cached reference log-probs
-    groups, stats = build_pairs(data, critic, args.adv_threshold)
-    del critic
-    if not groups:
-        raise UserError("no state passed the advantage filter; lower --adv-threshold or roll "
-                        "out more problems")
+def attach_ref_logprobs(ref, groups: list[dict]) -> None:
+    """log pi_ref(a|s) of every kept pair, summed over the action's tokens, computed once with
+    the frozen pi_ref (docs/paper.md §3.4) and stored in each group as "ref_logp"."""
     flat_s = [g["state"] for g in groups for _ in g["actions"]]
     flat_a = [a for g in groups for a in g["actions"]]
-    ref_logp = sequence_logprobs(ref, flat_s, flat_a, EOT_ID)  # frozen pi_ref, computed once
+    ref_logp = sequence_logprobs(ref, flat_s, flat_a, EOT_ID)
     start = 0
     for g in groups:
         g["ref_logp"] = ref_logp[start:start + len(g["actions"])]
         start += len(g["actions"])
-    print(f"round {args.round}: {stats['kept_states']}/{stats['states']} states kept "
-          f"({stats['kept_state_frac']:.0%}) with {stats['pairs']} (state, action) pairs; "
-          f"beta={args.beta}, lr={args.lr}")
-    print(f"advantage check: over {stats['sibling_pairs']} (right, wrong) sibling steps (the "
-          f"verifier's per-step truth), A ranks the right one higher "
-          f"{stats['sibling_rank_acc']:.1%} of the time (50 % = no signal)")
 
-    # ---- B.4: the actor, initialised from pi_ref, trained on eq. 12
-    actor = ref  # pi_ref's weights are the start; its log-probs are already cached
+
+def batch_loss(actor, groups: list[dict], b: list[int], beta: float, device) -> tuple:
+    """Eq. 12 on the pairs of the states b, and the sums behind the authors' diagnostics
+    (docs/paper.md §3.7): (loss, [loss * pairs, pairs, sign agreements, pairs with A != 0,
+    sum of log-ratios where A > 0, count, the same where A < 0, count])."""
+    s = [groups[i]["state"] for i in b for _ in groups[i]["actions"]]
+    a = [x for i in b for x in groups[i]["actions"]]
+    adv = torch.tensor([x for i in b for x in groups[i]["adv"]], device=device)
+    ref_lp = torch.cat([groups[i]["ref_logp"] for i in b]).to(device)
+    idx, mask = pack_continuations(s, a, EOT_ID, device)
+    with autocast(device):
+        logp = continuation_logprob(actor, idx, mask)  # log pi_theta(a|s), summed
+    loss = dapo_loss(logp.float(), ref_lp, adv, beta)  # eq. 12
+    with torch.no_grad():
+        logratio = logp.detach().float() - ref_lp
+        pos, neg = adv > 0, adv < 0
+        agree = (torch.sign(logratio) == torch.sign(adv)) & (pos | neg)
+        sums = torch.stack([loss.detach() * len(a), torch.tensor(len(a), device=device),
+                            agree.sum(), (pos | neg).sum(), logratio[pos].sum(), pos.sum(),
+                            logratio[neg].sum(), neg.sum()]).float()
+    return loss, sums
+
+
+def train(actor, groups: list[dict], stats: dict, args, run_dir, device) -> tuple[int, list]:
+    """Minimise eq. 12 over --epochs passes of state-wise batches; returns (steps, log)."""
     actor.train()
     opt = torch.optim.AdamW(actor.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0,
                             fused=device.type == "cuda")
@@ -193,73 +181,91 @@ def main(argv=None):
     acc = torch.zeros(8, device=device)  # running sums, read once per interval (no syncs)
     bar = tqdm(total=total, desc="actor", unit="step", dynamic_ncols=True)
     log = []
-    for batches in epochs:
-        for b in batches:
-            s = [groups[i]["state"] for i in b for _ in groups[i]["actions"]]
-            a = [x for i in b for x in groups[i]["actions"]]
-            adv = torch.tensor([x for i in b for x in groups[i]["adv"]], device=device)
-            ref_lp = torch.cat([groups[i]["ref_logp"] for i in b]).to(device)
-            idx, mask = pack_continuations(s, a, EOT_ID, device)
-            with autocast(device):
-                logp = continuation_logprob(actor, idx, mask)  # log pi_theta(a|s), summed
-            loss = dapo_loss(logp.float(), ref_lp, adv, args.beta)  # eq. 12
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(actor.parameters(), 1.0)
-            opt.step()
-            with torch.no_grad():  # the authors' diagnostics (PAPER.md §3.7)
-                logratio = logp.detach().float() - ref_lp
-                pos, neg = adv > 0, adv < 0
-                agree = (torch.sign(logratio) == torch.sign(adv)) & (pos | neg)
-                acc += torch.stack([loss.detach() * len(a), torch.tensor(len(a), device=device),
-                                    agree.sum(), (pos | neg).sum(), logratio[pos].sum(),
-                                    pos.sum(), logratio[neg].sum(), neg.sum()]).float()
-            step += 1
-            bar.update(1)
-            if step % args.log_every == 0 or step == total:
-                L, npairs, ag, nz, lp, npos, ln, nneg = acc.tolist()  # one sync per interval
-                rec = {"stage": f"dapo_{args.round}", "step": step,
-                       "loss": L / max(1.0, npairs),
-                       "sign_agree": ag / max(1.0, nz),
-                       "logratio_pos": lp / max(1.0, npos),
-                       "logratio_neg": ln / max(1.0, nneg),
-                       "kept_state_frac": stats["kept_state_frac"]}
-                bar.write(f"actor step {step}/{total} | avg loss {rec['loss']:.3f} | sign "
-                          f"agree {rec['sign_agree']:.1%} | avg log-ratio A>0 "
-                          f"{rec['logratio_pos']:+.3f}, A<0 {rec['logratio_neg']:+.3f} | "
-                          f"kept {rec['kept_state_frac']:.0%} | {time.time() - t0:.0f} s")
-                log_metrics(run_dir, rec)
-                log.append(rec)
-                acc.zero_()
+    for b in [b for batches in epochs for b in batches]:
+        loss, sums = batch_loss(actor, groups, b, args.beta, device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(actor.parameters(), 1.0)
+        opt.step()
+        acc += sums
+        step += 1
+        bar.update(1)
+        if step % args.log_every == 0 or step == total:
+            L, npairs, ag, nz, lp, npos, ln, nneg = acc.tolist()  # one sync per interval
+            rec = {"stage": f"dapo_{args.round}", "step": step,
+                   "loss": L / max(1.0, npairs), "sign_agree": ag / max(1.0, nz),
+                   "logratio_pos": lp / max(1.0, npos), "logratio_neg": ln / max(1.0, nneg),
+                   "kept_state_frac": stats["kept_state_frac"]}
+            bar.write(f"actor step {step}/{total} | avg loss {rec['loss']:.3f} | sign "
+                      f"agree {rec['sign_agree']:.1%} | avg log-ratio A>0 "
+                      f"{rec['logratio_pos']:+.3f}, A<0 {rec['logratio_neg']:+.3f} | "
+                      f"kept {rec['kept_state_frac']:.0%} | {time.time() - t0:.0f} s")
+            log_metrics(run_dir, rec)
+            log.append(rec)
+            acc.zero_()
     bar.close()
-    train_time = time.time() - t0
     actor.eval()
+    return step, log
+
+
+def accuracy_before(run_dir, args, cfg, data_seed: int, device) -> dict:
+    """pi_ref's greedy accuracy per split: as the previous stage recorded it in results.json,
+    or measured again when it was recorded with another --eval-n."""
+    prev = read_results(run_dir).get(f"dapo_{args.round - 1}" if args.round > 1 else "sft", {})
+    before = {s: prev[s]["greedy_acc"] for s in ("val", "test", "ood")
+              if s in prev and prev[s].get("n") == args.eval_n}
+    if len(before) == 3:
+        return before
+    ref, _ = load_policy(run_dir, args.round, device)
+    record, _ = evaluate_splits(ref.eval(), cfg, args.eval_n, data_seed)
+    return {s: r["greedy_acc"] for s, r in record.items()}
+
+
+def main(argv=None):
+    args = get_args(argv)
+    device = pick_device(args.device)
+    run_dir = prepare_run_dir(args.run_dir, must_exist=True)
+    t_start = time.time()
+    src = policy_path(run_dir, args.round)
+    ref, pckpt = load_policy(run_dir, args.round, device)
+    ref.eval()
+    cfg, data_seed = task_of(pckpt, src)
+    data = load_rollouts(run_dir, args.round)
+    if data["meta"].get("policy") != src.name or data["meta"].get("policy_step") != \
+            pckpt.get("step"):
+        raise UserError(f"rollouts_{args.round}.pt was made with another pi_ref than {src}; "
+                        f"re-run train_critic.py --round {args.round}")
+    critic = load_critic(run_dir, args.round, device)[0].eval() \
+        if args.critic == "learned" else None
+
+    # ---- B.1-B.3: actions, advantages (eq. 13), filters, cached reference log-probs
+    groups, stats = build_pairs(data, critic, args.adv_threshold)
+    del critic
+    if not groups:
+        raise UserError("no state passed the advantage filter; lower --adv-threshold or roll "
+                        "out more problems")
+    attach_ref_logprobs(ref, groups)
+    print(f"round {args.round}: {stats['kept_states']}/{stats['states']} states kept "
+          f"({stats['kept_state_frac']:.0%}) with {stats['pairs']} (state, action) pairs; "
+          f"beta={args.beta}, lr={args.lr}")
+    print(f"advantage check: over {stats['sibling_pairs']} (right, wrong) sibling steps (the "
+          f"verifier's per-step truth), A ranks the right one higher "
+          f"{stats['sibling_rank_acc']:.1%} of the time (50 % = no signal)")
+
+    # ---- B.4: the actor, initialised from pi_ref (whose log-probs are cached), on eq. 12
+    t0 = time.time()
+    step, log = train(ref, groups, stats, args, run_dir, device)
+    actor, train_time = ref, time.time() - t0
     suffix = "_oracle" if args.critic == "oracle" else ""  # the ablation never replaces DAPO's
     save_checkpoint(run_dir / f"actor_{args.round}{suffix}.pt", actor, step=step,
-                    stage=f"dapo_{args.round}", args={**args_dict(args),
-                                                      **pckpt.get("args", {}),
-                                                      "round": args.round})
+                    stage=f"dapo_{args.round}{suffix}", args=args_dict(args),
+                    **task_record(cfg, data_seed))
 
     # ---- evaluation: greedy accuracy before (pi_ref) and after (the actor)
-    results_prev = f"dapo_{args.round - 1}" if args.round > 1 else "sft"
-    after = greedy_eval(actor, cfg, args.eval_n, data_seed)
-    prev = read_results(run_dir).get(results_prev, {})
-    before = {s: prev[s]["greedy_acc"] for s in after if s in prev and
-              prev[s].get("n") == args.eval_n}
-    if len(before) < 3:  # not recorded with this --eval-n: measure pi_ref again
-        ref_model, _ = load_model(src, device, "reference policy checkpoint",
-                                  policy_hint(args.round), value_head=False)
-        before = {s: r["acc"] for s, r in greedy_eval(ref_model.eval(), cfg, args.eval_n,
-                                                     data_seed).items()}
-    print(f"\ngreedy accuracy, {args.eval_n} problems per split")
-    print(f"{'split':6s} {'pi_ref':>8s} {'actor':>8s} {'change':>8s}   actor's two-op lines")
-    for s in ("val", "test", "ood"):
-        print(f"{s:6s} {before[s]:8.1%} {after[s]['acc']:8.1%} "
-              f"{after[s]['acc'] - before[s]:+8.1%}   {after[s]['two_op_lines']:8.1%}")
-    record = {s: {"greedy_acc": after[s]["acc"], "n": after[s]["n"],
-                  "two_op_lines": after[s]["two_op_lines"],
-                  "two_op_acc": after[s]["two_op_acc"],
-                  "greedy_acc_before": before[s]} for s in ("val", "test", "ood")}
+    after, _ = evaluate_splits(actor, cfg, args.eval_n, data_seed)
+    before = accuracy_before(run_dir, args, cfg, data_seed, device)
+    print(before_after_table(before, after, args.eval_n))
+    record = {s: {**after[s], "greedy_acc_before": before[s]} for s in ("val", "test", "ood")}
     record.update(filter=stats, train_time_s=train_time, wall_time_s=time.time() - t_start,
                   beta=args.beta, lr=args.lr, last_log=log[-1] if log else {},
                   critic=args.critic)

@@ -5,16 +5,18 @@
 
 1. Generate: n1 samples per training problem from pi_ref at temperature 1; keep n of them,
    balanced between correct and incorrect; every prefix state (the bare prompt included) joins
-   the state set (PAPER.md §2.1).
+   the state set (docs/paper.md §2.1).
 2. Complete: K continuations per state from pi_ref (each state prefilled once and fanned out
-   to its K samples); MC(s) = mean reward of the K (§2.2). Completion is saved chunk by chunk:
-   an interrupted run, started again, resumes where it stopped and gives the same MC values.
+   to its K samples); MC(s) = mean reward of the K (docs/paper.md §2.2). Completion is saved
+   chunk by chunk: an interrupted run, started again, resumes where it stopped and gives the
+   same MC values.
 3. Critic: the same GPT with a value head, initialised from pi_ref in round 1 and from the
    previous critic after that, trained with soft-target BCE on (state, MC) (eq. 14-15), and
-   evaluated on the states of held-out problems. Beyond the paper (README "The critic"), by
-   default its head also reads its own LM's surprisal at the tokens written so far (--head),
-   and a next-token loss on the training text keeps that LM pi_ref's (--lm-coef);
-   --head plain --lm-coef 0 --targets states is the paper's recipe exactly.
+   evaluated on the states of held-out problems (report.critic_heldout). Beyond the paper
+   (docs/critic.md), by default its head also reads its own LM's surprisal at the tokens
+   written so far (--head), a next-token loss on the training text keeps that LM pi_ref's
+   (--lm-coef), and the states inside each continuation are targets too (--targets).
+   --paper is the paper's recipe exactly: --head plain --lm-coef 0 --targets states.
 
 pi_ref of round R is RUN_DIR/sft.pt for R = 1 and RUN_DIR/actor_{R-1}.pt after. Writes
 RUN_DIR/rollouts_R.pt, RUN_DIR/critic_R.pt and results.json["critic_R"].
@@ -32,21 +34,29 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from artifacts import (critic_path, flat, load_critic, load_policy, load_rollouts,
+                       policy_path, policy_hint, read_results, rollouts_path, task_of,
+                       task_record, unflat, update_results)
 from common import (UserError, add_round_args, args_dict, friendly_errors, load_model,
-                    load_torch, log_metrics, positive, prepare_run_dir, read_results,
-                    save_checkpoint, save_torch, update_results)
-from dapo import (balanced_pick, complete, critic_loss, max_solution_tokens, mc_noise, mc_value,
+                    load_torch, log_metrics, parse_with_preset, positive, prepare_run_dir,
+                    save_checkpoint, save_torch)
+from dapo import (balanced_pick, complete, critic_loss, max_solution_tokens, mc_value,
                   prefix_states)
-from data import EOT_ID, NL_ID, Problem, TaskConfig, TrainProblems, decode, encode, verify
+from data import EOT_ID, NL_ID, Problem, TrainProblems, decode, encode, verify
 from model import autocast, generate, pack, pick_device, state_values
+from report import critic_heldout, critic_report, plot_calibration
 
 ROLLOUT_OFFSET = 10_000_000  # DAPO's training problems: train indices from here, per round
+# The critic the paper describes (docs/paper.md §2.3), as --paper sets it; the defaults go
+# beyond it (docs/critic.md).
+PAPER_CRITIC = {"head": "plain", "lm_coef": 0.0, "targets": "states"}
+OURS_CRITIC = {"head": "surprisal", "lm_coef": 1.0, "targets": "continuations"}
 
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_round_args(p, "seed for rollouts and critic training")
-    g = p.add_argument_group("rollouts (PAPER.md §2)")
+    g = p.add_argument_group("rollouts (docs/paper.md §2)")
     g.add_argument("--problems", type=int, default=1728,
                    help="problems to roll out (--heldout-frac of them for the critic's report)")
     g.add_argument("--n1", type=int, default=2, help="samples per problem (paper: 32)")
@@ -55,17 +65,19 @@ def get_args(argv=None):
     g.add_argument("--sample-batch", type=int, default=512, help="rows per sampling batch")
     g.add_argument("--chunk", type=int, default=256, help="states per saved completion chunk")
     g = p.add_argument_group("critic")
+    g.add_argument("--paper", action="store_true",
+                   help="the paper's critic exactly: --head plain --lm-coef 0 --targets states")
     g.add_argument("--heldout-frac", type=float, default=0.2,
                    help="fraction of problems whose states are held out for evaluation")
-    g.add_argument("--targets", choices=("continuations", "states"), default="continuations",
-                   help="states: the paper's (s, MC(s)) pairs only; continuations: also every "
-                   "later state inside each continuation, with its reward as target")
-    g.add_argument("--head", choices=("surprisal", "plain"), default="surprisal",
-                   help="plain: the paper's linear head on the last hidden state; surprisal: "
-                   "it also reads the LM's own surprisal at the tokens written so far (README)")
-    g.add_argument("--lm-coef", type=float, default=1.0,
+    g.add_argument("--targets", choices=("continuations", "states"), default=None,
+                   help="states: the paper's (s, MC(s)) pairs only; continuations (default): "
+                   "also every later state inside each continuation, with its reward as target")
+    g.add_argument("--head", choices=("surprisal", "plain"), default=None,
+                   help="plain: the paper's linear head on the last hidden state; surprisal "
+                   "(default): it also reads the LM's own surprisal at the tokens written so far")
+    g.add_argument("--lm-coef", type=float, default=None,
                    help="weight of a next-token loss on the response tokens of the critic's "
-                   "training text, which keeps its LM head pi_ref's (0: BCE only, the paper)")
+                   "training text, which keeps its LM head pi_ref's (default 1; 0: the paper)")
     g.add_argument("--epochs", type=int, default=2, help="passes over the training examples")
     g.add_argument("--report-only", action="store_true",
                    help="train nothing: report on the saved critic_R.pt and its rollouts again "
@@ -75,7 +87,8 @@ def get_args(argv=None):
     g.add_argument("--surprisal-lr", type=float, default=3e-2,
                    help="AdamW learning rate of the surprisal head's gate and weight")
     g.add_argument("--log-every", type=int, default=50, help="steps between log lines")
-    args = p.parse_args(argv)
+    args = parse_with_preset(p, argv, "critic")
+    recipe(args)
     for name in ("round", "problems", "n1", "n", "K", "sample_batch", "chunk", "epochs",
                  "batch_size", "log_every"):
         positive(name.replace("_", "-"), getattr(args, name))
@@ -88,35 +101,19 @@ def get_args(argv=None):
     return args
 
 
-def policy_path(run_dir: Path, rnd: int) -> Path:
-    """pi_ref of round rnd: the SFT model, then each round's actor."""
-    return run_dir / ("sft.pt" if rnd == 1 else f"actor_{rnd - 1}.pt")
-
-
-def policy_hint(rnd: int) -> str:
-    return ("run train_sft.py first" if rnd == 1 else
-            f"run train_actor.py --round {rnd - 1} first")
-
-
-def task_from(ckpt: dict) -> TaskConfig:
-    """The task the SFT run was trained on (stored in every policy checkpoint's args)."""
-    return TaskConfig.from_args(ckpt.get("args", {}))
+def recipe(args) -> None:
+    """Fill --head, --lm-coef and --targets: the paper's values with --paper (asking for
+    another value as well is an error), else this project's defaults where not given."""
+    base = PAPER_CRITIC if args.paper else OURS_CRITIC
+    for key, value in base.items():
+        given = getattr(args, key)
+        if args.paper and given is not None and given != value:
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"--paper sets {flag} {value}; drop {flag} {given} or --paper")
+        setattr(args, key, value if given is None else given)
 
 
 # ----------------------------------------------------------------------------- rollouts
-
-
-def flat(seqs: list[list[int]]) -> dict:
-    """Token lists as one flat int32 tensor + offsets (compact, and weights_only-loadable)."""
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    tokens = torch.tensor([t for s in seqs for t in s], dtype=torch.int32)
-    return {"tokens": tokens, "offsets": torch.cat([torch.zeros(1, dtype=torch.long),
-                                                    lengths.cumsum(0)])}
-
-
-def unflat(d: dict) -> list[list[int]]:
-    tok, off = d["tokens"].tolist(), d["offsets"].tolist()
-    return [tok[off[i]:off[i + 1]] for i in range(len(off) - 1)]
 
 
 def generate_states(model, problems: list[Problem], args, device) -> dict:
@@ -179,8 +176,8 @@ def complete_chunk(model, states, problems, state_problem, args, device, chunk_i
 def rollouts(model, problems, args, run_dir: Path, device, meta: dict) -> dict:
     """Generate + complete, resumable: parts are saved in RUN_DIR/rollouts_R.parts/ as they are
     finished, and assembled into RUN_DIR/rollouts_R.pt at the end."""
-    final = run_dir / f"rollouts_{args.round}.pt"
-    parts = run_dir / f"rollouts_{args.round}.parts"
+    final = rollouts_path(run_dir, args.round)
+    parts = final.with_suffix(".parts")
     hint = f"delete {parts} and run train_critic.py --round {args.round} again"
     parts.mkdir(exist_ok=True)
     gen_file = parts / "generate.pt"
@@ -227,19 +224,6 @@ def rollouts(model, problems, args, run_dir: Path, device, meta: dict) -> dict:
     return data
 
 
-def load_rollouts(run_dir: Path, rnd: int, meta: dict | None = None) -> dict:
-    path = run_dir / f"rollouts_{rnd}.pt"
-    hint = f"run train_critic.py --round {rnd}"
-    data = load_torch(path, "rollout file", f"delete it if it exists and {hint}")
-    need = ("states", "state_problem", "continuations", "rewards", "mc", "problems", "meta")
-    if any(k not in data for k in need) or len(data["mc"]) != len(data["states"]["offsets"]) - 1:
-        raise UserError(f"{path} is truncated or corrupt; delete it and {hint}")
-    if meta is not None and data["meta"] != meta:
-        raise UserError(f"{path} was made with other settings ({data['meta']}); delete it or "
-                        "pass the same flags")
-    return data
-
-
 # ----------------------------------------------------------------------------- critic
 
 
@@ -251,16 +235,16 @@ def critic_examples(states, conts, mc, rewards, ids, mode: str) -> list[tuple]:
     of s, each later state inside c (each "\n" of c but a final one) gets c's own reward as a
     one-sample MC target, an unbiased estimate of that state's value under pi_ref. Same
     rollouts, no extra sampling, ~10x more (noisier) targets: with a few thousand states a
-    small critic cannot learn to spot a wrong step from the plain pairs alone (README).
+    small critic cannot learn to spot a wrong step from the plain pairs alone (docs/critic.md).
     """
     K = rewards.shape[1]
     out = []
     for i in ids:
         s = states[i]
-        if mode == "states":
+        if mode == "states":  # the paper: eq. 14-15 on (s, MC(s))
             out.append((s, [(len(s) - 1, float(mc[i]))]))
             continue
-        for k in range(K):
+        for k in range(K):  # BEYOND THE PAPER: every state inside the continuations too
             c = [t for t in conts[i * K + k] if t != EOT_ID]
             ends = [len(s) + j for j, t in enumerate(c) if t == NL_ID]
             if ends and ends[-1] == len(s) + len(c) - 1:
@@ -294,91 +278,13 @@ def critic_batches(n: int, batch_size: int, gen: torch.Generator):
     return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
-def calibration(v: torch.Tensor, mc: torch.Tensor, bins: int = 10) -> list[dict]:
-    """Held-out states binned by predicted V: mean prediction vs mean MC target per bin."""
-    out = []
-    for b in range(bins):
-        lo, hi = b / bins, (b + 1) / bins
-        m = (v >= lo) & ((v < hi) if b < bins - 1 else (v <= hi))
-        if m.any():
-            out.append({"bin": f"{lo:.1f}-{hi:.1f}", "n": int(m.sum()),
-                        "mean_v": float(v[m].mean()), "mean_mc": float(mc[m].mean())})
-    return out
-
-
-def ratio_interval(err: torch.Tensor, err_const: torch.Tensor, groups: list[int],
-                   n_boot: int = 2000, level: float = 0.9, seed: int = 0) -> tuple[float, float]:
-    """A bootstrap interval for sum(err) / sum(err_const), resampling whole groups (held-out
-    problems: the states of one problem are not independent) with replacement."""
-    ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
-    gi = torch.tensor([ids[g] for g in groups])
-    num = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, gi, err.double())
-    den = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, gi, err_const.double())
-    pick = torch.randint(len(ids), (n_boot, len(ids)),
-                         generator=torch.Generator().manual_seed(seed))
-    r = (num[pick].sum(1) / den[pick].sum(1).clamp(min=1e-12)).sort().values
-    k = int(round((1 - level) / 2 * (n_boot - 1)))
-    return float(r[k]), float(r[n_boot - 1 - k])
-
-
-def first_error_signal(data: dict, values: torch.Tensor, heldout: torch.Tensor) -> dict:
-    """How V changes across the first wrong step of held-out kept responses, against how it
-    changes across correct steps: the drop DAPO's advantages are made of."""
-    resp_states, line_ok = unflat(data["resp_states"]), unflat(data["resp_line_ok"])
-    wrong, right = [], []
-    for ids, ok in zip(resp_states, line_ok):
-        if not ids or not heldout[ids[0]]:
-            continue
-        first = next((i for i, g in enumerate(ok) if not g), None)
-        for t in range(len(ids) - 1):  # the step taken in state ids[t] leads to ids[t + 1]
-            before, after = float(values[ids[t]]), float(values[ids[t + 1]])
-            if first is not None and t == first:
-                wrong.append((before, after))
-            elif first is None or t < first:
-                right.append((before, after))
-
-    def mean(xs, i):
-        return sum(x[i] for x in xs) / max(1, len(xs))
-    return {"n_first_wrong": len(wrong), "v_before_first_wrong": mean(wrong, 0),
-            "v_after_first_wrong": mean(wrong, 1), "n_correct_steps": len(right),
-            "v_before_correct": mean(right, 0), "v_after_correct": mean(right, 1)}
-
-
-def reference_predictors(data: dict, mc: torch.Tensor, tr_idx, ho_idx) -> dict:
-    """Two yardsticks for the critic's held-out Brier score; neither is a critic.
-
-    by_depth: predicts the mean MC of the training states that have taken as many steps.
-    error_aware: also knows, from the verifier (privileged: a critic only sees text), whether
-    an earlier line of the state is wrong, and predicts the mean MC of the training states with
-    the same (steps, earlier line wrong). It shows how much of V is "has it already slipped",
-    the judgement a critic must learn from the text alone to reach it. Both read the per-line
-    verdicts the rollouts stored for their kept responses (state t of a response has taken t
-    steps).
-    """
-    keys: dict[int, tuple] = {}
-    for ids, ok in zip(unflat(data["resp_states"]), unflat(data["resp_line_ok"])):
-        for t, s in enumerate(ids):
-            keys[s] = (t, not all(ok[:t]))
-    out = {}
-    for name, key in (("by_depth", lambda k: k[0]), ("error_aware", lambda k: k)):
-        sums: dict = {}
-        for i in tr_idx:
-            t = sums.setdefault(key(keys[i]), [0.0, 0])
-            t[0], t[1] = t[0] + float(mc[i]), t[1] + 1
-        fallback = float(mc[tr_idx].mean())
-        pred = torch.tensor([sums[key(keys[i])][0] / sums[key(keys[i])][1]
-                             if key(keys[i]) in sums else fallback for i in ho_idx])
-        out[f"brier_{name}"] = float(((pred - mc[ho_idx]) ** 2).mean())
-    return out
-
-
-def fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device) -> None:
-    """Eq. 14-15 on the training states' targets, then save critic_R.pt (atomically)."""
+def fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device) -> int:
+    """Eq. 14-15 on the training states' targets; returns the number of steps."""
     if args.round == 1:  # start the head at the constant predictor's log-odds
         with torch.no_grad():
             critic.value_head.bias.fill_(math.log(const / (1 - const)))
-    # the surprisal gate and weight (two small tensors, 0 at the start) get their own, larger
-    # learning rate: at the body's they barely move in a couple of epochs (README "The critic")
+    # BEYOND THE PAPER: the surprisal gate and weight (two small tensors, 0 at the start) get
+    # their own, larger learning rate: at the body's they barely move in a couple of epochs
     surprisal = [p for n, p in critic.named_parameters() if n.startswith("value_head_")]
     rest = [p for n, p in critic.named_parameters() if not n.startswith("value_head_")]
     groups = [{"params": rest, "base_lr": args.lr}]
@@ -420,8 +326,50 @@ def fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device) -
                 sums.zero_()
     bar.close()
     critic.eval()
-    save_checkpoint(run_dir / f"critic_{args.round}.pt", critic, step=step,
-                    stage=f"critic_{args.round}", args=args_dict(args))
+    return step
+
+
+def initial_critic(run_dir: Path, args, device):
+    """The critic to train: the same GPT with a value head, in round 1 initialised from pi_ref,
+    later the previous round's critic, head and all (Alg. 1). With --report-only, the saved
+    critic of this round. Loaded before the rollouts, so that a missing or mismatched one fails
+    at once."""
+    if args.report_only:
+        if not (rollouts_path(run_dir, args.round).exists()
+                and critic_path(run_dir, args.round).exists()):
+            raise UserError(f"--report-only needs rollouts_{args.round}.pt and critic_"
+                            f"{args.round}.pt in {run_dir}; run train_critic.py --round "
+                            f"{args.round} first")
+        critic, cckpt = load_critic(run_dir, args.round, device)
+        trained = cckpt.get("args", {}).get("heldout_frac", args.heldout_frac)
+        if trained != args.heldout_frac:  # another split would report on training states
+            raise UserError(f"critic_{args.round}.pt held out --heldout-frac {trained}; "
+                            "pass the same value to --report-only")
+        return critic
+    if args.round == 1:  # BEYOND THE PAPER (--head surprisal): the head's surprisal input
+        return load_model(policy_path(run_dir, 1), device, "reference policy checkpoint",
+                          policy_hint(1), value_head=True,
+                          value_surprisal=args.head == "surprisal")[0]
+    critic, _ = load_critic(run_dir, args.round - 1, device)
+    head = "surprisal" if critic.config.value_surprisal else "plain"
+    if head != args.head:  # each round refits the last critic, head and all
+        raise UserError(f"critic_{args.round - 1}.pt has the {head} head; pass --head "
+                        f"{head}, or start again from round 1 with --head {args.head}")
+    return critic
+
+
+def round_rollouts(policy, pckpt: dict, problems, args, run_dir: Path, device) -> dict:
+    """This round's rollouts: rollouts_R.pt if it exists (made with these settings), else
+    generated and completed now (resumably)."""
+    meta = {"round": args.round, "seed": args.seed, "problems": args.problems, "n1": args.n1,
+            "n": args.n, "K": args.K, "chunk": args.chunk,
+            "policy": policy_path(run_dir, args.round).name, "policy_step": pckpt.get("step")}
+    final = rollouts_path(run_dir, args.round)
+    if final.exists():
+        data = load_rollouts(run_dir, args.round, meta)
+        print(f"reusing {final}: {len(data['mc'])} states (delete it to regenerate)")
+        return data
+    return rollouts(policy, problems, args, run_dir, device, meta)
 
 
 def main(argv=None):
@@ -429,136 +377,48 @@ def main(argv=None):
     device = pick_device(args.device)
     run_dir = prepare_run_dir(args.run_dir, must_exist=True)
     t_start = time.time()
-    src = policy_path(run_dir, args.round)
-    policy, pckpt = load_model(src, device, "reference policy checkpoint",
-                               policy_hint(args.round), value_head=False)
+    policy, pckpt = load_policy(run_dir, args.round, device)
     policy.eval()
-    cfg = task_from(pckpt)
-    train = TrainProblems(pckpt.get("args", {}).get("seed", 0), cfg)
-    problems = train.take(ROLLOUT_OFFSET + (args.round - 1) * args.problems, args.problems)
-    meta = {"round": args.round, "seed": args.seed, "problems": args.problems, "n1": args.n1,
-            "n": args.n, "K": args.K, "chunk": args.chunk, "policy": src.name,
-            "policy_step": pckpt.get("step")}
-    print(f"round {args.round}: pi_ref = {src}; {args.problems} problems, n1={args.n1}, "
-          f"n={args.n}, K={args.K}")
-    final = run_dir / f"rollouts_{args.round}.pt"
-    if args.report_only and not (final.exists() and (run_dir / f"critic_{args.round}.pt").exists()):
-        raise UserError(f"--report-only needs {final} and critic_{args.round}.pt in {run_dir}; "
-                        f"run train_critic.py --round {args.round} first")
-    # ---- the critic: same GPT, value head; round 1 from pi_ref, later from the last critic
-    # (loaded before the rollouts, so that a missing or mismatched one fails at once)
-    if args.report_only:
-        critic, cckpt = load_model(run_dir / f"critic_{args.round}.pt", device,
-                                   "critic checkpoint",
-                                   f"run train_critic.py --round {args.round} first",
-                                   value_head=True)
-        trained = cckpt.get("args", {}).get("heldout_frac", args.heldout_frac)
-        if trained != args.heldout_frac:  # another split would report on training states
-            raise UserError(f"critic_{args.round}.pt held out --heldout-frac {trained}; "
-                            "pass the same value to --report-only")
-    elif args.round == 1:
-        critic, _ = load_model(src, device, "reference policy checkpoint",
-                               policy_hint(1), value_head=True,
-                               value_surprisal=args.head == "surprisal")
-    else:
-        critic, _ = load_model(run_dir / f"critic_{args.round - 1}.pt", device,
-                               "critic checkpoint",
-                               f"run train_critic.py --round {args.round - 1} first",
-                               value_head=True)
-        head = "surprisal" if critic.config.value_surprisal else "plain"
-        if head != args.head:  # each round refits the last critic, head and all
-            raise UserError(f"critic_{args.round - 1}.pt has the {head} head; pass --head "
-                            f"{head}, or start again from round 1 with --head {args.head}")
-    if final.exists():
-        data = load_rollouts(run_dir, args.round, meta)
-        print(f"reusing {final}: {len(data['mc'])} states (delete it to regenerate)")
-    else:
-        data = rollouts(policy, problems, args, run_dir, device, meta)
+    cfg, data_seed = task_of(pckpt, policy_path(run_dir, args.round))
+    problems = TrainProblems(data_seed, cfg).take(
+        ROLLOUT_OFFSET + (args.round - 1) * args.problems, args.problems)
+    print(f"round {args.round}: pi_ref = {policy_path(run_dir, args.round)}; {args.problems} "
+          f"problems, n1={args.n1}, n={args.n}, K={args.K}")
+    critic = initial_critic(run_dir, args, device)
+    data = round_rollouts(policy, pckpt, problems, args, run_dir, device)
     t_rollout = time.time() - t_start
     del policy
 
+    # ---- the critic, fitted on the states of all but the held-out problems
     states, mc = unflat(data["states"]), data["mc"]
-    n_prob = args.problems
-    held_prob = set(random.Random(args.seed).sample(range(n_prob),
-                                                    max(1, int(n_prob * args.heldout_frac))))
+    held_prob = set(random.Random(args.seed).sample(
+        range(args.problems), max(1, int(args.problems * args.heldout_frac))))
     heldout = torch.tensor([p in held_prob for p in data["state_problem"].tolist()])
     tr_idx = (~heldout).nonzero().squeeze(1).tolist()
-    ho_idx = heldout.nonzero().squeeze(1).tolist()
     const = float(mc[tr_idx].mean())  # the constant predictor: mean MC of training states
     const = min(max(const, 1e-4), 1 - 1e-4)  # finite log-odds even if every MC is 0 or 1
     if not args.report_only:
-        fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device)
+        step = fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device)
+        save_checkpoint(critic_path(run_dir, args.round), critic, step=step,
+                        stage=f"critic_{args.round}", args=args_dict(args),
+                        **task_record(cfg, data_seed))
     critic.eval()
 
     # ---- held-out report
-    v_all = state_values(critic, states, EOT_ID)
-    v_ho, mc_ho = v_all[ho_idx], mc[ho_idx]
-    eps = 1e-6
-    bce = float(critic_loss(torch.logit(v_ho.clamp(eps, 1 - eps)), mc_ho))
-    bce_c = float(critic_loss(torch.full_like(mc_ho, math.log(const / (1 - const))), mc_ho))
-    brier, brier_c = float(((v_ho - mc_ho) ** 2).mean()), float(((const - mc_ho) ** 2).mean())
-    cal = calibration(v_ho, mc_ho)
-    sig = first_error_signal(data, v_all, heldout)
-    ref = reference_predictors(data, mc, tr_idx, ho_idx)
-    print(f"\ncritic on {len(ho_idx)} held-out states ({len(held_prob)} held-out problems):")
-    print(f"  BCE   {bce:.4f}  (constant predictor {bce_c:.4f})")
-    lo, hi = ratio_interval((v_ho - mc_ho) ** 2, (const - mc_ho) ** 2,
-                            data["state_problem"][ho_idx].tolist())
-    print(f"  Brier {brier:.4f}  (constant predictor {brier_c:.4f}; ratio "
-          f"{brier / max(brier_c, 1e-12):.2f}, 90 % bootstrap interval over the held-out "
-          f"problems {lo:.2f}-{hi:.2f})")
-    noise = mc_noise(mc_ho, data["rewards"].shape[1])
-    if noise is not None and brier_c - noise > 1e-12:
-        print(f"  of each Brier score about {noise:.4f} is the MC targets' own sampling noise "
-              f"(K={data['rewards'].shape[1]}); without it (an estimate against the true V) "
-              f"{brier - noise:.4f} vs {brier_c - noise:.4f}, ratio "
-              f"{(brier - noise) / (brier_c - noise):.2f}")
-    rd, re_ = (ref[k] / max(brier_c, 1e-12) for k in ("brier_by_depth", "brier_error_aware"))
-    print(f"  yardsticks, not critics: the mean MC of training states with as many steps taken,"
-          f" Brier {ref['brier_by_depth']:.4f} (ratio {rd:.2f}); the same when also told by the "
-          f"verifier whether an earlier line is wrong, {ref['brier_error_aware']:.4f} (ratio "
-          f"{re_:.2f})")
-    print("  calibration:  bin       n   mean V  mean MC")
-    for r in cal:
-        print(f"               {r['bin']}  {r['n']:4d}   {r['mean_v']:.3f}   {r['mean_mc']:.3f}")
-    print(f"  across the first wrong step ({sig['n_first_wrong']} held-out responses): V "
-          f"{sig['v_before_first_wrong']:.3f} -> {sig['v_after_first_wrong']:.3f}; across "
-          f"correct steps: {sig['v_before_correct']:.3f} -> {sig['v_after_correct']:.3f}")
-    plot_calibration(cal, run_dir / f"critic_{args.round}_calibration.png")
-    wall = time.time() - t_start
-    record = {"heldout": {"bce": bce, "bce_const": bce_c, "brier": brier,
-                          "brier_const": brier_c, "brier_ratio_interval": [lo, hi],
-                          "brier_mc_noise": noise, **ref,
-                          "n_states": len(ho_idx), "calibration": cal, **sig},
-              "states": len(states), "train_states": len(tr_idx), "mean_mc": float(mc.mean()),
-              "gen_accuracy": data["gen_accuracy"],
+    h = critic_heldout(state_values(critic, states, EOT_ID), data, heldout, const)
+    print(critic_report(h, len(held_prob), data["rewards"].shape[1]))
+    plot_calibration(h["calibration"], run_dir / f"critic_{args.round}_calibration.png")
+    record = {"heldout": h, "states": len(states), "train_states": len(tr_idx),
+              "mean_mc": float(mc.mean()), "gen_accuracy": data["gen_accuracy"],
               "generated_tokens": data["generated_tokens"] + data["completion_tokens"],
-              "rollout_time_s": t_rollout, "wall_time_s": wall}
+              "rollout_time_s": t_rollout, "wall_time_s": time.time() - t_start}
     if args.report_only:  # keep what the training run measured about itself
         old = read_results(run_dir).get(f"critic_{args.round}", {})
-        record = {**record, **{k: old[k] for k in ("rollout_time_s", "wall_time_s") if k in old}}
+        record.update({k: old[k] for k in ("rollout_time_s", "wall_time_s") if k in old})
     update_results(run_dir, f"critic_{args.round}", record)
-    print(f"critic stage done in {wall:.0f} s; results.json['critic_{args.round}'] written")
+    print(f"critic stage done in {time.time() - t_start:.0f} s; "
+          f"results.json['critic_{args.round}'] written")
     return record
-
-
-def plot_calibration(cal: list[dict], path: Path) -> None:
-    """A reliability plot, when matplotlib is installed (it is optional)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
-    ax.plot([r["mean_v"] for r in cal], [r["mean_mc"] for r in cal], "o-", label="critic")
-    ax.set_xlabel("predicted V(s)")
-    ax.set_ylabel("mean MC target")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -19,17 +19,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common import (UserError, args_dict, friendly_errors, load_model, log_metrics,
-                    positive, prepare_run_dir, save_checkpoint, update_results)
-from dapo import evaluate, show_failure
-from data import EOT_ID, TaskConfig, TrainProblems, encode, eval_split
+from artifacts import task_of, task_record, update_results
+from common import (UserError, add_device_arg, add_preset_arg, args_dict, friendly_errors,
+                    load_model, log_metrics, parse_with_preset, positive, prepare_run_dir,
+                    save_checkpoint)
+from dapo import evaluate_splits
+from data import EOT_ID, VOCAB_SIZE, TaskConfig, TrainProblems, encode
 from model import GPT, GPTConfig, autocast, pick_device
+from report import policy_table
 
-PRESETS = {  # --preset gpu: a bigger model, a harder task and a bigger budget for one GPU
-    "cpu": dict(),
-    "gpu": dict(n_layer=8, n_embd=512, n_head=8, batch_size=256, steps=6000, lr=1e-3,
-                max_steps=8, ood_steps=9),
-}
+TASK = TaskConfig()  # the defaults of the task flags
 
 
 def get_args(argv=None):
@@ -37,25 +36,30 @@ def get_args(argv=None):
     g = p.add_argument_group("run")
     g.add_argument("--run-dir", default="runs/default", help="folder for checkpoints and results")
     g.add_argument("--seed", type=int, default=0, help="one seed for data, init and sampling")
-    g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps")
+    add_device_arg(g)
     g.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
-    g.add_argument("--preset", choices=PRESETS, default="cpu",
-                   help="cpu: the defaults below; gpu: larger model, task and budget")
+    add_preset_arg(g)
     g = p.add_argument_group("task (data.TaskConfig)")
-    g.add_argument("--min-steps", type=int, default=None, help="fewest operations per problem")
-    g.add_argument("--max-steps", type=int, default=None, help="most operations per problem")
-    g.add_argument("--ood-steps", type=int, default=None, help="operations in the OOD split")
-    g.add_argument("--fuse-prob", type=float, default=None,
+    g.add_argument("--min-steps", type=int, default=TASK.min_steps,
+                   help=f"fewest operations per problem ({TASK.min_steps})")
+    g.add_argument("--max-steps", type=int, default=TASK.max_steps,
+                   help=f"most operations per problem ({TASK.max_steps})")
+    g.add_argument("--ood-steps", type=int, default=TASK.ood_steps,
+                   help=f"operations in the OOD split ({TASK.ood_steps})")
+    g.add_argument("--fuse-prob", type=float, default=TASK.fuse_prob,
                    help="chance that a demonstration writes two additions in a row on one line "
-                   "(default 0.75; 0 gives the full solution every time)")
+                   f"({TASK.fuse_prob}; 0 gives the full solution every time)")
     g = p.add_argument_group("model (model.GPTConfig)")
-    g.add_argument("--n-layer", type=int, default=None, help="transformer blocks (default 4)")
-    g.add_argument("--n-embd", type=int, default=None, help="residual width (default 128)")
-    g.add_argument("--n-head", type=int, default=None, help="attention heads (default 4)")
+    g.add_argument("--n-layer", type=int, default=GPTConfig.n_layer,
+                   help=f"transformer blocks ({GPTConfig.n_layer})")
+    g.add_argument("--n-embd", type=int, default=GPTConfig.n_embd,
+                   help=f"residual width ({GPTConfig.n_embd})")
+    g.add_argument("--n-head", type=int, default=GPTConfig.n_head,
+                   help=f"attention heads ({GPTConfig.n_head})")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1200)")
-    g.add_argument("--batch-size", type=int, default=None, help="problems per step (default 64)")
-    g.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (3e-3)")
+    g.add_argument("--steps", type=int, default=1200, help="optimizer steps (1200)")
+    g.add_argument("--batch-size", type=int, default=64, help="problems per step (64)")
+    g.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate (3e-3)")
     g.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
     g.add_argument("--decay-frac", type=float, default=0.25,
                    help="fraction of the steps spent decaying the learning rate")
@@ -67,13 +71,7 @@ def get_args(argv=None):
                    help="train nothing: evaluate a saved policy (sft.pt or actor_R.pt) on its "
                    "run's splits and print the table; writes no file")
     g.add_argument("--log-every", type=int, default=100, help="steps between log lines")
-    args = p.parse_args(argv)
-    base = dict(n_layer=4, n_embd=128, n_head=4, batch_size=64, steps=1200, lr=3e-3,
-                min_steps=None, max_steps=None, ood_steps=None, fuse_prob=None)
-    base.update(PRESETS[args.preset])
-    for k, v in base.items():
-        if getattr(args, k, None) is None:
-            setattr(args, k, v)
+    args = parse_with_preset(p, argv, "model", "sft")
     for name in ("steps", "batch_size", "eval_n", "n_layer", "n_embd", "n_head", "log_every"):
         positive(name.replace("_", "-"), getattr(args, name))
     positive("warmup", args.warmup, allow_zero=True)
@@ -81,7 +79,7 @@ def get_args(argv=None):
         raise UserError(f"--lr must be positive, got {args.lr}")
     if not 0.0 <= args.decay_frac <= 1.0:
         raise UserError(f"--decay-frac must be between 0 and 1, got {args.decay_frac}")
-    if args.fuse_prob is not None and not 0.0 <= args.fuse_prob <= 1.0:
+    if not 0.0 <= args.fuse_prob <= 1.0:
         raise UserError(f"--fuse-prob must be between 0 and 1, got {args.fuse_prob}")
     return args
 
@@ -114,70 +112,39 @@ def lr_at(step: int, args) -> float:
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def evaluate_all(model, args, cfg, device, label: str) -> dict:
-    """Greedy and sampled (temperature 1) accuracy on val, test and OOD; prints a table."""
-    gen = torch.Generator(device=device).manual_seed(args.seed + 1)
-    record, shown = {}, []
-    for split in ("val", "test", "ood"):
-        problems = eval_split(split, args.eval_n, args.seed, cfg)
-        greedy, fails = evaluate(model, problems, 0.0, keep_failures=args.show_failures)
-        sampled, _ = evaluate(model, problems, 1.0, gen)
-        record[split] = {"greedy_acc": greedy["acc"], "sampled_acc": sampled["acc"],
-                         "n": greedy["n"], "fail_1_wrong": greedy["fail_1_wrong"],
-                         "fail_2_wrong": greedy["fail_2_wrong"],
-                         "fail_more_wrong": greedy["fail_more_wrong"],
-                         "two_op_lines": greedy["two_op_lines"],
-                         "two_op_acc": greedy["two_op_acc"]}
-        if split == "test":
-            shown = fails
-    print(f"\n{label}: accuracy on {args.eval_n} problems per split")
-    print(f"{'split':6s} {'greedy':>8s} {'sampled':>8s}   greedy failures with 1 / 2 / >2 "
-          "wrong lines   greedy two-op lines (right)")
-    for split, r in record.items():
-        right = "-" if r["two_op_acc"] is None else f"{r['two_op_acc']:.0%}"
-        print(f"{split:6s} {r['greedy_acc']:8.1%} {r['sampled_acc']:8.1%}   "
-              f"{r['fail_1_wrong']:13.0%} / {r['fail_2_wrong']:.0%} / {r['fail_more_wrong']:.0%}"
-              f"   {r['two_op_lines']:13.1%} ({right})")
-    if shown:
-        print("\nsome wrong greedy test solutions (the verifier marks the wrong lines):")
-        for f in shown:
-            print(show_failure(*f))
+def evaluate_all(model, cfg: TaskConfig, data_seed: int, args, device, label: str) -> dict:
+    """Greedy and sampled (temperature 1) accuracy on val, test and OOD; prints the table."""
+    gen = torch.Generator(device=device).manual_seed(data_seed + 1)
+    record, failures = evaluate_splits(model, cfg, args.eval_n, data_seed, gen,
+                                       keep_failures=args.show_failures)
+    print(policy_table(record, args.eval_n, label, failures))
     return record
 
 
 def evaluate_checkpoint(args, device) -> dict:
     """--evaluate: a saved policy on the splits of the run that trained it; writes nothing."""
-    model, ckpt = load_model(Path(args.evaluate), device, "policy checkpoint",
+    path = Path(args.evaluate)
+    model, ckpt = load_model(path, device, "policy checkpoint",
                              "give the path of an sft.pt or actor_R.pt", value_head=False)
-    run_args = ckpt.get("args", {})
-    args.seed = run_args.get("seed", 0)  # the run's splits, not this flag's
-    return evaluate_all(model.eval(), args, TaskConfig.from_args(run_args), device,
-                        args.evaluate)
+    cfg, data_seed = task_of(ckpt, path)  # the run's task and splits, not this call's flags
+    return evaluate_all(model.eval(), cfg, data_seed, args, device, args.evaluate)
 
 
-def main(argv=None):
-    args = get_args(argv)
-    device = pick_device(args.device)
-    if args.evaluate:
-        return evaluate_checkpoint(args, device)
-    run_dir = prepare_run_dir(args.run_dir)
-    cfg = TaskConfig.from_args(vars(args))
-    torch.manual_seed(args.seed)
-    model = GPT(GPTConfig(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head))
-    model.to(device)
-    print(f"pi_ref: {model.num_params() / 1e6:.2f}M parameters on {device}; task {cfg}")
-    fused = device.type == "cuda"
+def train(model, args, cfg: TaskConfig, device, run_dir: Path) -> tuple[float, int]:
+    """Supervised next-token training on a fresh stream of demonstrations; returns (seconds,
+    tokens)."""
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95),
-                            weight_decay=args.weight_decay, fused=fused)
+                            weight_decay=args.weight_decay, fused=device.type == "cuda")
     fwd = torch.compile(model) if args.compile else model
-    train = TrainProblems(args.seed, cfg)
+    problems = TrainProblems(args.seed, cfg)
     t0, tokens, loss_sum = time.time(), 0, torch.zeros((), device=device)
     bar = tqdm(range(args.steps), desc="sft", unit="step", dynamic_ncols=True)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
-        idx, targets, mask = batch(train.take(step * args.batch_size, args.batch_size), device,
-                                   random.Random(f"demo:{args.seed}:{step}"), cfg.fuse_prob)
+        idx, targets, mask = batch(problems.take(step * args.batch_size, args.batch_size),
+                                   device, random.Random(f"demo:{args.seed}:{step}"),
+                                   cfg.fuse_prob)
         with autocast(device):
             _, loss = fwd(idx, targets, mask)
         opt.zero_grad(set_to_none=True)
@@ -195,12 +162,28 @@ def main(argv=None):
                       f"lr {lr_at(step, args):.2e} | {dt:.0f} s | {tokens / dt:,.0f} tok/s")
             log_metrics(run_dir, {"stage": "sft", "step": step + 1, "loss": avg,
                                   "lr": lr_at(step, args), "tok_s": tokens / dt})
-    train_time = time.time() - t0
+    return time.time() - t0, tokens
+
+
+def main(argv=None):
+    args = get_args(argv)
+    device = pick_device(args.device)
+    if args.evaluate:
+        return evaluate_checkpoint(args, device)
+    run_dir = prepare_run_dir(args.run_dir)
+    cfg = TaskConfig(min_steps=args.min_steps, max_steps=args.max_steps,
+                     ood_steps=args.ood_steps, fuse_prob=args.fuse_prob)
+    torch.manual_seed(args.seed)
+    model = GPT(GPTConfig(vocab_size=VOCAB_SIZE, n_layer=args.n_layer, n_embd=args.n_embd,
+                          n_head=args.n_head))
+    model.to(device)
+    print(f"pi_ref: {model.num_params() / 1e6:.2f}M parameters on {device}; task {cfg}")
+    train_time, tokens = train(model, args, cfg, device, run_dir)
     save_checkpoint(run_dir / "sft.pt", model, step=args.steps, stage="sft",
-                    args=args_dict(args))
+                    args=args_dict(args), **task_record(cfg, args.seed))
     print(f"saved {run_dir / 'sft.pt'} after {train_time:.0f} s of training")
     model.eval()
-    record = evaluate_all(model, args, cfg, device, "pi_ref (sft)")
+    record = evaluate_all(model, cfg, args.seed, args, device, "pi_ref (sft)")
     record.update(train_time_s=train_time, train_tokens=tokens, params=model.num_params())
     update_results(run_dir, "sft", record)
     print(f"results in {run_dir / 'results.json'} under 'sft'")

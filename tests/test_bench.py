@@ -55,7 +55,7 @@ def stopping_policy(path, p_stop: float = 0.05):
         model.ln_f.bias[0] = 1.0
         model.wte.weight[EOT_ID].zero_()
         model.wte.weight[EOT_ID, 0] = math.log(p_stop / (1 - p_stop) * 256)
-    save_checkpoint(path, model, args={})
+    save_checkpoint(path, model, args={}, task={}, data_seed=0)  # the default task
 
 
 def test_bench_checkpoint_times_early_stops(tmp_path, capsys):

@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
+from artifacts import update_results
 from common import (UserError, atomic_write, friendly_errors, load_model, load_torch,
-                    log_metrics, positive, prepare_run_dir, save_checkpoint, save_json,
-                    update_results)
+                    log_metrics, positive, prepare_run_dir, save_checkpoint, save_json)
 from model import GPT, GPTConfig, config_dict, state_values
 
 HINT = "run train_sft.py first"

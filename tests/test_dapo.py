@@ -8,10 +8,15 @@ import pytest
 import torch
 
 from dapo import (advantages, balanced_pick, complete, critic_loss, first_step, is_terminal,
-                  mc_noise, mc_value, prefix_states, scripted_policy, split_steps, step_spans)
+                  mc_noise, mc_value, prefix_states, scripted_policy, step_spans)
 from data import EOT_ID, NL_ID, Problem, decode, encode, verify
 
 PROB = Problem(47, (("+", 38), ("-", 19), ("*", 3)))
+
+
+def steps_of(tokens):
+    """The steps (actions) of a response as token lists, cut at step_spans."""
+    return [tokens[a:b] for a, b in step_spans(tokens)]
 
 
 def test_step_spans_are_token_exact():
@@ -20,7 +25,7 @@ def test_step_spans_are_token_exact():
     resp = encode(PROB.solution)
     spans = step_spans(resp)
     assert spans == [(0, 9), (9, 18), (18, 30)]
-    steps = split_steps(resp)
+    steps = steps_of(resp)
     assert [decode(s) for s in steps] == ["47+38=85\n", "85-19=66\n", "A: 66*3=198\n"]
     assert all(s[-1] == NL_ID and s.count(NL_ID) == 1 for s in steps)
     assert sum(steps, []) == resp
@@ -28,20 +33,20 @@ def test_step_spans_are_token_exact():
 
 def test_unfinished_last_step_is_kept():
     """Guards against dropping a truncated last line (an action with no closing "\\n")."""
-    assert [decode(s) for s in split_steps(encode("1+2=3\nA: 3*"))] == ["1+2=3\n", "A: 3*"]
-    assert split_steps([]) == []
+    assert [decode(s) for s in steps_of(encode("1+2=3\nA: 3*"))] == ["1+2=3\n", "A: 3*"]
+    assert steps_of([]) == []
 
 
 def test_prefix_states_include_bare_prompt_and_exclude_terminal():
-    """Guards against losing the bare prompt (a state, PAPER §6) or adding the finished solution
-    (terminal, nothing left to act on) to the state set."""
+    """Guards against losing the bare prompt (a state, docs/paper.md §6) or adding the finished
+    solution (terminal, nothing left to act on) to the state set."""
     prompt, resp = encode(PROB.prompt), encode(PROB.solution)
     states = prefix_states(prompt, resp)
     assert len(states) == 3
     assert states[0] == prompt
     assert decode(states[2]) == PROB.prompt + "47+38=85\n85-19=66\n"
     for t, s in enumerate(states):  # s_t = x + a_0 + ... + a_{t-1}, token for token
-        assert s == prompt + sum(split_steps(resp)[:t], [])
+        assert s == prompt + sum(steps_of(resp)[:t], [])
 
 
 def test_first_step_and_terminal_rule():
@@ -109,7 +114,7 @@ def test_build_pairs_applies_terminal_rule_and_filters():
     """Guards against the actor's data builder diverging from the hand rules above: the same
     numbers must come out of train_actor.build_pairs on a real (tiny) rollout structure."""
     from train_actor import build_pairs
-    from train_critic import flat
+    from artifacts import flat
 
     p = Problem(5, (("+", 3), ("*", 2)))  # "Q: 5+3*2\n", solution "5+3=8\nA: 8*2=16\n"
     s0 = encode(p.prompt)

@@ -259,28 +259,6 @@ def test_script_error_has_no_traceback(tmp_path):
     assert "Traceback" not in r.stderr and r.stderr.startswith("error: --beta")
 
 
-def test_reference_predictors_on_a_hand_example():
-    """Guards against the critic report's yardsticks grouping states by the wrong key: the
-    depth-only predictor must average over all states with as many steps, the error-aware one
-    only over those that share whether an earlier line is wrong (verifier's per-step truth)."""
-    from data import Problem, decode, encode, verify
-    from train_critic import flat
-    p = Problem(3, (("+", 4), ("*", 2)))  # Q: 3+4*2 -> 3+4=7, A: 7*2=14
-    prompt = encode(p.prompt)
-    states = [prompt, prompt + encode("3+4=7\n"), prompt + encode("3+4=8\n"),  # train
-              prompt + encode("3+4=7\n"), prompt + encode("3+4=9\n")]  # held out
-    # as the rollouts store them: each kept response's states and its per-line verdicts
-    ok = [[int(x) for x in verify(p, decode(states[i][len(prompt):])).line_ok]
-          for i in (1, 2, 3, 4)]
-    data = {"resp_states": flat([[0, i] for i in (1, 2, 3, 4)]), "resp_line_ok": flat(ok)}
-    mc = torch.tensor([0.4, 0.9, 0.1, 0.7, 0.2])
-    ref = train_critic.reference_predictors(data, mc, [0, 1, 2], [3, 4])
-    # by depth: both held-out states have taken 1 step -> predict mean(0.9, 0.1) = 0.5
-    assert ref["brier_by_depth"] == pytest.approx(((0.5 - 0.7) ** 2 + (0.5 - 0.2) ** 2) / 2)
-    # error-aware: the right line predicts 0.9, the wrong one 0.1
-    assert ref["brier_error_aware"] == pytest.approx(((0.9 - 0.7) ** 2 + (0.1 - 0.2) ** 2) / 2)
-
-
 def test_critic_step_loss_language_model_term_by_hand():
     """Guards against a wrong auxiliary loss: with --lm-coef c the critic's loss is eq. 14-15
     plus c times the mean next-token loss over the response tokens only (after the prompt's
@@ -307,17 +285,61 @@ def test_critic_step_loss_language_model_term_by_hand():
     assert float(both) == pytest.approx(float(plain) + 0.7 * sum(nll) / len(nll), rel=1e-5)
 
 
-def test_ratio_interval():
-    """Guards against a bootstrap that ignores the grouping or the data: a critic whose error is
-    the constant's times 0.5 in every problem has the degenerate interval [0.5, 0.5]; otherwise
-    the interval holds the point ratio, and resampling whole problems gives a wider interval
-    than resampling states would when one problem carries most of the error."""
-    const = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.2, 0.1])
-    groups = [7, 7, 3, 3, 9, 9]
-    assert train_critic.ratio_interval(0.5 * const, const, groups) == pytest.approx((0.5, 0.5))
-    err = torch.tensor([0.01, 0.02, 0.3, 0.4, 0.01, 0.01])  # problem 3 carries the error
-    lo, hi = train_critic.ratio_interval(err, const, groups)
-    point = float(err.sum() / const.sum())
-    assert lo < point < hi
-    lo_s, hi_s = train_critic.ratio_interval(err, const, list(range(6)))  # states independent
-    assert hi - lo > hi_s - lo_s
+def test_every_checkpoint_records_its_own_configuration(sft_dir, tmp_path):
+    """Guards against a checkpoint recording another stage's settings (the actor once saved
+    pi_ref's arguments over its own, so its args said lr 3e-3, SFT's, not its own 3e-5): each
+    checkpoint stores its own resolved arguments, and the task and data seed explicitly."""
+    d = tmp_path / "run"
+    shutil.copytree(sft_dir[0], d)
+    train_critic.main(["--run-dir", str(d)] + CRITIC)
+    train_actor.main(["--run-dir", str(d), "--lr", "2e-5"] + ACTOR)
+    sft, critic, actor = (torch.load(d / f, weights_only=True)
+                          for f in ("sft.pt", "critic_1.pt", "actor_1.pt"))
+    assert sft["args"]["lr"] == 1e-2 and sft["args"]["steps"] == 40
+    assert critic["args"]["lr"] == 1e-3 and critic["args"]["K"] == 3
+    assert actor["args"]["lr"] == 2e-5 and actor["args"]["beta"] == 0.1
+    assert "steps" not in actor["args"] and "K" not in actor["args"]
+    task = {"min_steps": 1, "max_steps": 2, "ood_steps": 3, "max_value": 999, "add_max": 99,
+            "mul_max": 9, "fuse_prob": 0.75}
+    for ckpt, name in ((sft, "sft"), (critic, "critic_1"), (actor, "actor_1")):
+        assert ckpt["task"] == task and ckpt["data_seed"] == 0, name
+        side = json.loads((d / f"{name}.json").read_text())
+        assert side["task"] == task and side["args"] == ckpt["args"], name
+
+
+def test_paper_flag_is_the_papers_critic_recipe(tmp_path, capsys):
+    """Guards against --paper drifting from the paper's critic (a plain linear head, BCE only,
+    (s, MC(s)) pairs only) or silently losing to a contradicting flag."""
+    paper = train_critic.get_args(["--paper"])
+    assert (paper.head, paper.lm_coef, paper.targets) == ("plain", 0.0, "states")
+    ours = train_critic.get_args([])
+    assert (ours.head, ours.lm_coef, ours.targets) == ("surprisal", 1.0, "continuations")
+    mixed = train_critic.get_args(["--head", "plain"])
+    assert (mixed.head, mixed.lm_coef, mixed.targets) == ("plain", 1.0, "continuations")
+    assert train_critic.get_args(["--paper", "--head", "plain"]).head == "plain"
+    code, err = run(train_critic.main, ["--run-dir", str(tmp_path), "--paper", "--lm-coef",
+                                        "1"], capsys)
+    assert code == 2 and "--paper sets --lm-coef 0.0" in err
+    args = pipeline.get_args(["--paper", "--run-dir", str(tmp_path)])
+    argvs = {name: argv for name, _, _, argv in pipeline.stages(args, tmp_path)}
+    assert [n for n, a in argvs.items() if "--paper" in a] == ["critic_1", "critic_2"]
+
+
+def test_gpu_preset_is_one_definition_and_flags_still_win():
+    """Guards against the presets drifting apart between scripts: --preset gpu gives every
+    script common.PRESETS["gpu"] as defaults, an explicit flag wins, and cpu changes nothing."""
+    import bench
+    from common import PRESETS
+    gpu = PRESETS["gpu"]
+    sft = train_sft.get_args(["--preset", "gpu"])
+    assert (sft.n_layer, sft.n_embd, sft.steps, sft.max_steps) == (8, 512, 6000, 8)
+    assert train_sft.get_args(["--preset", "gpu", "--steps", "5"]).steps == 5
+    assert train_sft.get_args([]).n_layer == 4 and train_sft.get_args([]).steps == 1200
+    critic = train_critic.get_args(["--preset", "gpu"])
+    assert all(getattr(critic, k) == v for k, v in gpu["critic"].items())
+    assert train_actor.get_args(["--preset", "gpu"]).batch_pairs == gpu["actor"]["batch_pairs"]
+    b = bench.get_args(["--preset", "gpu"])
+    assert (b.n_layer, b.batch, b.train_batch) == (8, 1024, 256)
+    args = pipeline.get_args(["--preset", "gpu"])
+    assert all(argv[argv.index("--preset") + 1] == "gpu"
+               for _, _, _, argv in pipeline.stages(args, Path("x")))

@@ -1,5 +1,5 @@
 """Theory checks for DAPO (Direct Advantage Policy Optimization, Liu et al., arXiv 2412.18279;
-not ByteDance's 2025 "DAPO"). PAPER.md §3-§4.
+not ByteDance's 2025 "DAPO"). docs/paper.md §3-§4.
 
 The functions under test are dapo.dapo_loss (eq. 12) and dapo.advantages (eq. 13). Everything
 runs on the CPU in float64 with fixed seeds. Notation: pi_ref is the reference policy at one
@@ -11,7 +11,7 @@ distribution of actions, r = c - u the residual, and
 Two facts used below, derived from the loss (they are what the tests check numerically):
 
 * Stationarity over a softmax policy of F(pi) = sum_a nu(a) * r(a)^2 / 2 is
-  nu(a) * r(a) = lambda * pi(a) with lambda = sum_a nu(a) * r(a) (PAPER.md §4). As nu, pi > 0,
+  nu(a) * r(a) = lambda * pi(a) with lambda = sum_a nu(a) * r(a) (docs/paper.md §4). As nu, pi > 0,
   every r(a) has the sign of lambda. lambda < 0 would mean pi(a) > pi_ref(a) e^{c(a)} for all a,
   so 1 > E_ref[e^{A/beta}] >= e^{E_ref[A]/beta}, impossible when E_ref[A] = 0 (Jensen). So with
   a centred advantage lambda > 0, every r(a) > 0 and I_s(pi+) = beta * E_{pi+}[r] > 0, unless
@@ -274,7 +274,7 @@ def test_lemma_3_1_monte_carlo():
 def test_kkt_stationarity(seed, m, beta):
     """The minimiser pi+ of sum_a nu(a) 1/2 (A/beta - u)^2 over a softmax policy, found by
     Newton on the dapo_loss-built objective, satisfies nu(a) (A(a)/beta - u(a)) = lambda pi+(a)
-    with lambda = sum_a nu(a) (A(a)/beta - u(a)) (PAPER.md §4); lambda > 0 and every residual
+    with lambda = sum_a nu(a) (A(a)/beta - u(a)) (docs/paper.md §4); lambda > 0 and every residual
     is positive (centred A); and pi+ matches the independent KKT solution (Newton + bisection,
     no autograd). Guards against a dapo_loss whose minimiser is wrong (adv*beta, a flipped
     log-ratio, a squared error on something other than the log-ratio).
@@ -311,7 +311,7 @@ def test_minimiser_is_tilted_policy_when_nu_is_tilted():
 
 def test_minimiser_for_other_nu_differs_but_improves():
     """For full-support nu other than pi* (uniform, pi_ref, three flat-Dirichlet draws) the
-    minimiser pi+ is NOT pi_ref exp(A/beta)/Z: pi+ = pi* would need nu = pi* (PAPER.md §4, do
+    minimiser pi+ is NOT pi_ref exp(A/beta)/Z: pi+ = pi* would need nu = pi* (docs/paper.md §4, do
     not test the false statement). Yet I_s(pi+, pi_ref) > 0 = I_s(pi_ref, pi_ref) (A centred),
     and I_s(pi+) <= I_s(pi*) = beta log Z, the maximum of I_s. Also, with A = 0 (pi_ref already
     optimal) the minimiser is pi_ref itself for every nu. Guards against a loss whose minimiser

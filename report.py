@@ -1,0 +1,349 @@
+"""Every printed table and plot: accuracy tables, the critic's held-out report, the multi-seed
+summary of pipeline.py --summarize. The stage scripts compute and save; this module shows.
+
+docs/metrics.md explains every number these reports print.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from pathlib import Path
+
+import torch
+
+from artifacts import unflat
+from dapo import critic_loss, mc_noise, show_failure
+from data import first_wrong
+
+SPLITS = ("val", "test", "ood")
+
+
+def pyplot():
+    """matplotlib.pyplot with a file-only backend, or None when matplotlib (optional) is not
+    installed: every plot here is skipped then."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def grid(header: list[str], rows: list[list[str]], first: int = 8, width: int = 8) -> str:
+    """A plain-text table: the first column left-aligned in `first` characters, the others
+    right-aligned in `width` (or wider cells)."""
+    def line(cells):
+        return " ".join([f"{cells[0]:{first}s}"] + [f"{c:>{width}s}" for c in cells[1:]])
+    return "\n".join(line(r).rstrip() for r in [header] + rows)
+
+
+def pct(x: float | None, spec: str = ".1%") -> str:
+    return "-" if x is None else f"{x:{spec}}"
+
+
+# ----------------------------------------------------------------------------- accuracy tables
+
+
+def policy_table(record: dict, n: int, label: str, failures=()) -> str:
+    """train_sft.py's table: greedy and sampled accuracy per split, how greedy failures are
+    spread over 1 / 2 / more wrong lines, and the greedy two-operation lines (right)."""
+    rows = [[s, pct(r["greedy_acc"]), pct(r.get("sampled_acc")),
+             f"{r['fail_1_wrong']:.0%} / {r['fail_2_wrong']:.0%} / {r['fail_more_wrong']:.0%}",
+             f"{r['two_op_lines']:.1%} ({pct(r['two_op_acc'], '.0%')})"]
+            for s, r in record.items()]
+    out = [f"\n{label}: accuracy on {n} problems per split",
+           grid(["split", "greedy", "sampled", "failures 1 / 2 / >2 wrong",
+                 "two-op lines (right)"], rows, width=9)]
+    if failures:
+        out.append("\nsome wrong greedy test solutions (the verifier marks the wrong lines):")
+        out += [show_failure(*f) for f in failures]
+    return "\n".join(out)
+
+
+def before_after_table(before: dict, after: dict, n: int) -> str:
+    """train_actor.py's table: greedy accuracy of pi_ref and of the actor, per split."""
+    rows = [[s, pct(before[s]), pct(after[s]["greedy_acc"]),
+             f"{after[s]['greedy_acc'] - before[s]:+.1%}", pct(after[s]["two_op_lines"])]
+            for s in SPLITS]
+    return f"\ngreedy accuracy, {n} problems per split\n" + grid(
+        ["split", "pi_ref", "actor", "change", "actor's two-op lines"], rows)
+
+
+def stage_table(results: dict, walls: dict) -> str:
+    """pipeline.py's table: greedy accuracy per stage and split, generated tokens and wall
+    time per stage."""
+    rows = []
+    for stage, rec in results.items():
+        if stage.startswith("critic"):
+            cells = ["", "", "", f"{rec.get('generated_tokens', 0):,d}"]
+        else:
+            cells = [pct(rec[s]["greedy_acc"]) if s in rec else "-" for s in SPLITS] + [""]
+        rows.append([stage] + cells + [f"{walls.get(stage, 0):.0f}"])
+    return grid(["stage", "val", "test", "ood", "gen. tokens", "wall s"], rows, first=10,
+                width=11)
+
+
+# ----------------------------------------------------------------------------- the critic
+
+
+def calibration(v: torch.Tensor, mc: torch.Tensor, bins: int = 10) -> list[dict]:
+    """Held-out states binned by predicted V: mean prediction vs mean MC target per bin."""
+    out = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        m = (v >= lo) & ((v < hi) if b < bins - 1 else (v <= hi))
+        if m.any():
+            out.append({"bin": f"{lo:.1f}-{hi:.1f}", "n": int(m.sum()),
+                        "mean_v": float(v[m].mean()), "mean_mc": float(mc[m].mean())})
+    return out
+
+
+def ratio_interval(err: torch.Tensor, err_const: torch.Tensor, groups: list[int],
+                   n_boot: int = 2000, level: float = 0.9, seed: int = 0) -> tuple[float, float]:
+    """A bootstrap interval for sum(err) / sum(err_const), resampling whole groups (held-out
+    problems: the states of one problem are not independent) with replacement."""
+    ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    gi = torch.tensor([ids[g] for g in groups])
+    num = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, gi, err.double())
+    den = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, gi, err_const.double())
+    pick = torch.randint(len(ids), (n_boot, len(ids)),
+                         generator=torch.Generator().manual_seed(seed))
+    r = (num[pick].sum(1) / den[pick].sum(1).clamp(min=1e-12)).sort().values
+    k = int(round((1 - level) / 2 * (n_boot - 1)))
+    return float(r[k]), float(r[n_boot - 1 - k])
+
+
+def first_error_signal(data: dict, values: torch.Tensor, heldout: torch.Tensor) -> dict:
+    """How V changes across the first wrong step of held-out kept responses, against how it
+    changes across correct steps: the drop DAPO's advantages are made of."""
+    wrong, right = [], []
+    for ids, ok in zip(unflat(data["resp_states"]), unflat(data["resp_line_ok"])):
+        if not ids or not heldout[ids[0]]:
+            continue
+        first = first_wrong(ok)
+        for t in range(len(ids) - 1):  # the step taken in state ids[t] leads to ids[t + 1]
+            before, after = float(values[ids[t]]), float(values[ids[t + 1]])
+            if first is not None and t == first:
+                wrong.append((before, after))
+            elif first is None or t < first:
+                right.append((before, after))
+
+    def mean(xs, i):
+        return sum(x[i] for x in xs) / max(1, len(xs))
+    return {"n_first_wrong": len(wrong), "v_before_first_wrong": mean(wrong, 0),
+            "v_after_first_wrong": mean(wrong, 1), "n_correct_steps": len(right),
+            "v_before_correct": mean(right, 0), "v_after_correct": mean(right, 1)}
+
+
+def reference_predictors(data: dict, mc: torch.Tensor, tr_idx, ho_idx) -> dict:
+    """Two yardsticks for the critic's held-out Brier score; neither is a critic.
+
+    by_depth: predicts the mean MC of the training states that have taken as many steps.
+    error_aware: also knows, from the verifier (privileged: a critic only sees text), whether
+    an earlier line of the state is wrong, and predicts the mean MC of the training states with
+    the same (steps, earlier line wrong). It shows how much of V is "has it already slipped",
+    the judgement a critic must learn from the text alone to reach it. Both read the per-line
+    verdicts the rollouts stored for their kept responses (state t of a response has taken t
+    steps).
+    """
+    keys: dict[int, tuple] = {}
+    for ids, ok in zip(unflat(data["resp_states"]), unflat(data["resp_line_ok"])):
+        first = first_wrong(ok)
+        for t, s in enumerate(ids):
+            keys[s] = (t, first is not None and first < t)
+    out = {}
+    for name, key in (("by_depth", lambda k: k[0]), ("error_aware", lambda k: k)):
+        sums: dict = {}
+        for i in tr_idx:
+            t = sums.setdefault(key(keys[i]), [0.0, 0])
+            t[0], t[1] = t[0] + float(mc[i]), t[1] + 1
+        fallback = float(mc[tr_idx].mean())
+        pred = torch.tensor([sums[key(keys[i])][0] / sums[key(keys[i])][1]
+                             if key(keys[i]) in sums else fallback for i in ho_idx])
+        out[f"brier_{name}"] = float(((pred - mc[ho_idx]) ** 2).mean())
+    return out
+
+
+def critic_heldout(v_all: torch.Tensor, data: dict, heldout: torch.Tensor, const: float) -> dict:
+    """The critic against the MC targets of held-out problems' states, next to the constant
+    predictor `const` (the training states' mean MC) and two yardsticks (results.json
+    critic_R.heldout; docs/metrics.md)."""
+    mc = data["mc"]
+    tr_idx = (~heldout).nonzero().squeeze(1).tolist()
+    ho_idx = heldout.nonzero().squeeze(1).tolist()
+    v_ho, mc_ho = v_all[ho_idx], mc[ho_idx]
+    eps = 1e-6
+    bce = float(critic_loss(torch.logit(v_ho.clamp(eps, 1 - eps)), mc_ho))
+    bce_c = float(critic_loss(torch.full_like(mc_ho, math.log(const / (1 - const))), mc_ho))
+    brier, brier_c = float(((v_ho - mc_ho) ** 2).mean()), float(((const - mc_ho) ** 2).mean())
+    lo, hi = ratio_interval((v_ho - mc_ho) ** 2, (const - mc_ho) ** 2,
+                            data["state_problem"][ho_idx].tolist())
+    return {"bce": bce, "bce_const": bce_c, "brier": brier, "brier_const": brier_c,
+            "brier_ratio_interval": [lo, hi],
+            "brier_mc_noise": mc_noise(mc_ho, data["rewards"].shape[1]),
+            **reference_predictors(data, mc, tr_idx, ho_idx),
+            "n_states": len(ho_idx), "calibration": calibration(v_ho, mc_ho),
+            **first_error_signal(data, v_all, heldout)}
+
+
+def critic_report(h: dict, n_problems: int, K: int) -> str:
+    """The held-out report train_critic.py prints, from critic_heldout's record h."""
+    ratio = h["brier"] / max(h["brier_const"], 1e-12)
+    lo, hi = h["brier_ratio_interval"]
+    out = [f"\ncritic on {h['n_states']} held-out states ({n_problems} held-out problems):",
+           f"  BCE   {h['bce']:.4f}  (constant predictor {h['bce_const']:.4f})",
+           f"  Brier {h['brier']:.4f}  (constant predictor {h['brier_const']:.4f}; ratio "
+           f"{ratio:.2f}, 90 % bootstrap interval over the held-out problems {lo:.2f}-{hi:.2f})"]
+    noise = h["brier_mc_noise"]
+    if noise is not None and h["brier_const"] - noise > 1e-12:
+        out.append(f"  of each Brier score about {noise:.4f} is the MC targets' own sampling "
+                   f"noise (K={K}); without it (an estimate against the true V) "
+                   f"{h['brier'] - noise:.4f} vs {h['brier_const'] - noise:.4f}, ratio "
+                   f"{(h['brier'] - noise) / (h['brier_const'] - noise):.2f}")
+    rd, re_ = (h[k] / max(h["brier_const"], 1e-12) for k in ("brier_by_depth",
+                                                              "brier_error_aware"))
+    out.append(f"  yardsticks, not critics: the mean MC of training states with as many steps "
+               f"taken, Brier {h['brier_by_depth']:.4f} (ratio {rd:.2f}); the same when also "
+               f"told by the verifier whether an earlier line is wrong, "
+               f"{h['brier_error_aware']:.4f} (ratio {re_:.2f})")
+    out.append("  calibration:  bin       n   mean V  mean MC")
+    out += [f"               {r['bin']}  {r['n']:4d}   {r['mean_v']:.3f}   {r['mean_mc']:.3f}"
+            for r in h["calibration"]]
+    out.append(f"  across the first wrong step ({h['n_first_wrong']} held-out responses): V "
+               f"{h['v_before_first_wrong']:.3f} -> {h['v_after_first_wrong']:.3f}; across "
+               f"correct steps: {h['v_before_correct']:.3f} -> {h['v_after_correct']:.3f}")
+    return "\n".join(out)
+
+
+def plot_calibration(cal: list[dict], path: Path) -> None:
+    """A reliability plot of critic_heldout's calibration bins (when matplotlib is installed)."""
+    plt = pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
+    ax.plot([r["mean_v"] for r in cal], [r["mean_mc"] for r in cal], "o-", label="critic")
+    ax.set_xlabel("predicted V(s)")
+    ax.set_ylabel("mean MC target")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- many runs
+
+
+def load_runs(run_dirs: list[str]) -> list[tuple[dict, dict]]:
+    """(results.json, pipeline_times.json or {}) of each finished run folder."""
+    runs = []
+    for d in run_dirs:
+        path = Path(d) / "results.json"
+        if not path.exists():
+            raise ValueError(f"no results.json in {d}; run pipeline.py --run-dir {d} first")
+        times = Path(d) / "pipeline_times.json"
+        runs.append((json.loads(path.read_text()),
+                     json.loads(times.read_text()) if times.exists() else {}))
+    return runs
+
+
+def mean_sd(xs) -> tuple[float, float]:
+    return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def cell(xs, spec: str, sd_spec: str = "4.1f") -> str:
+    """ "mean ± std" of xs, "-" if there are none."""
+    if not xs:
+        return "-"
+    m, sd = mean_sd(xs)
+    return f"{m:{spec}} ± {sd:{sd_spec}}"
+
+
+def summary_accuracy(runs, stages) -> list[str]:
+    """Greedy accuracy per stage and split, and wall time per stage (a dapo_R row includes
+    its critic stage), then each stage's change from its own run's sft."""
+    rows = []
+    for st in stages:
+        cells = [cell([100 * r[st][s]["greedy_acc"] for r, _ in runs], "6.1f") for s in SPLITS]
+        w = [t.get(st, 0.0) + (t.get(st.replace("dapo", "critic"), 0.0) if st != "sft" else 0)
+             for _, t in runs]
+        rows.append([st] + cells + [cell(w, "6.0f", "3.0f")])
+    total = mean_sd([sum(t.values()) for _, t in runs])
+    change = [[st] + [cell([100 * (r[st][s]["greedy_acc"] - r["sft"][s]["greedy_acc"])
+                            for r, _ in runs], "+6.1f") for s in SPLITS] for st in stages[1:]]
+    return [f"{len(runs)} runs, greedy accuracy mean ± std (n = "
+            f"{runs[0][0]['sft']['test']['n']} problems per split)",
+            grid(["stage", "val", "test", "ood", "wall s"], rows, width=14),
+            f"total wall time {total[0]:.0f} ± {total[1]:.0f} s (a dapo_R row includes its "
+            "critic stage)", "",
+            "change from sft in points, mean ± std over runs (each run against its own sft)",
+            grid(["stage", "val", "test", "ood"], change, width=14)]
+
+
+def summary_two_op(runs, stages) -> list[str]:
+    rows = [[st] + [cell([100 * r[st][s]["two_op_lines"] for r, _ in runs
+                          if "two_op_lines" in r[st][s]], "6.1f") for s in SPLITS]
+            for st in stages]
+    return ["", "share of greedy lines that do two operations at once (skip writing a value), "
+            "in %", grid(["stage", "val", "test", "ood"], rows, width=14)]
+
+
+def summary_critic(runs, stages) -> list[str]:
+    """Per round: the critic's held-out Brier ratio (also without the MC targets' noise), the
+    two yardsticks' ratios, the states the gap filter kept and the sibling rank accuracy."""
+    rows = []
+    for st in stages[1:]:
+        crit = [r.get(st.replace("dapo", "critic"), {}).get("heldout", {}) for r, _ in runs]
+        cells = [cell([h[key] / h["brier_const"] for h in crit
+                       if key in h and h["brier_const"] > 0], "5.2f", "4.2f")
+                 for key in ("brier", "brier_by_depth", "brier_error_aware")]
+        cells.insert(1, cell([(h["brier"] - h["brier_mc_noise"])
+                              / (h["brier_const"] - h["brier_mc_noise"]) for h in crit
+                              if h.get("brier_mc_noise") is not None
+                              and h["brier_const"] > h["brier_mc_noise"]], "5.2f", "4.2f"))
+        cells += [cell([100 * r[st]["filter"][key] for r, _ in runs
+                        if r[st].get("filter", {}).get(key) is not None], "5.1f")
+                  for key in ("kept_state_frac", "sibling_rank_acc")]
+        rows.append([st] + cells)
+    return ["", "critic and advantages, mean ± std: held-out Brier / constant predictor's for "
+            "the critic, the same", "without the MC targets' sampling noise (an estimate "
+            "against the true V), and two", "yardsticks (critic_R.heldout); states kept by the "
+            "gap filter; A ranks a right step above", "a wrong sibling (dapo_R.filter)",
+            grid(["round", "critic", "vs true V", "by steps", "err-aware", "kept %",
+                  "rank acc %"], rows, width=12)]
+
+
+def plot_accuracy(runs, stages, path: Path) -> str:
+    """Greedy accuracy per round, mean ± std over runs; returns a line saying where it went."""
+    plt = pyplot()
+    if plt is None:
+        return "(pip install matplotlib for the plot)"
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for split in SPLITS:
+        vals = [mean_sd([100 * r[st][split]["greedy_acc"] for r, _ in runs]) for st in stages]
+        ax.errorbar(range(len(stages)), [m for m, _ in vals], yerr=[sd for _, sd in vals],
+                    marker="o", capsize=3, label=split)
+    ax.set_xticks(range(len(stages)), ["pi_ref (SFT)"] + [f"DAPO round {i}" for i in
+                                                          range(1, len(stages))])
+    ax.set_ylabel("greedy accuracy (%)")
+    ax.set_title(f"mean ± std over {len(runs)} seeds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return f"plot: {path}"
+
+
+def summarize(run_dirs: list[str]) -> str:
+    """pipeline.py --summarize: mean ± std over finished runs (e.g. seeds) of every table, and
+    test accuracy per round plotted to accuracy.png in the first run folder."""
+    runs = load_runs(run_dirs)
+    stages = [k for k in runs[0][0] if k == "sft" or re.fullmatch(r"dapo_\d+", k)]
+    rows = (summary_accuracy(runs, stages) + summary_two_op(runs, stages)
+            + summary_critic(runs, stages))
+    rows.append(plot_accuracy(runs, stages, Path(run_dirs[0]) / "accuracy.png"))
+    return "\n".join(rows)
