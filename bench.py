@@ -50,8 +50,8 @@ from pathlib import Path
 import torch
 
 from artifacts import task_of
-from common import (UserError, add_device_arg, add_preset_arg, friendly_errors, load_model,
-                    parse_with_preset, positive)
+from common import (UserError, add_device_arg, add_model_args, add_preset_arg,
+                    friendly_errors, load_model, parse_with_preset, positive)
 from dapo import max_solution_tokens, prefix_states
 from data import EOT_ID, VOCAB_SIZE, encode, eval_split
 from model import GPT, GPTConfig, autocast, generate, pick_device
@@ -91,13 +91,7 @@ def get_args(argv=None):
                         "Carlo completion, with and without dropping finished rows")
     g.add_argument("--json", action="store_true",
                    help="print one JSON object with every number as the last line")
-    g = p.add_argument_group("model (model.GPTConfig)")
-    g.add_argument("--n-layer", type=int, default=GPTConfig.n_layer,
-                   help=f"transformer blocks ({GPTConfig.n_layer})")
-    g.add_argument("--n-embd", type=int, default=GPTConfig.n_embd,
-                   help=f"residual width ({GPTConfig.n_embd})")
-    g.add_argument("--n-head", type=int, default=GPTConfig.n_head,
-                   help=f"attention heads ({GPTConfig.n_head})")
+    add_model_args(p)
     g = p.add_argument_group("sampling")
     g.add_argument("--batch", type=int, default=256, help="prompts sampled at once (256)")
     g.add_argument("--prompt-len", type=int, default=20,

@@ -73,6 +73,16 @@ def add_device_arg(group) -> None:
                        help="auto (cuda > mps > cpu), cpu, cuda or mps")
 
 
+def add_model_args(parser) -> None:
+    """The model-size flags (model.GPTConfig), the same in train_sft.py and bench.py."""
+    g = parser.add_argument_group("model (model.GPTConfig)")
+    for name, what in (("n_layer", "transformer blocks"), ("n_embd", "residual width"),
+                       ("n_head", "attention heads")):
+        default = getattr(GPTConfig, name)
+        g.add_argument("--" + name.replace("_", "-"), type=int, default=default,
+                       help=f"{what} ({default})")
+
+
 def add_preset_arg(group) -> None:
     group.add_argument("--preset", choices=PRESETS, default="cpu",
                        help="cpu: the defaults shown; gpu: a larger model, task and budget "

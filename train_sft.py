@@ -20,9 +20,9 @@ import torch
 from tqdm import tqdm
 
 from artifacts import task_of, task_record, update_results
-from common import (UserError, add_device_arg, add_preset_arg, args_dict, friendly_errors,
-                    load_model, log_metrics, parse_with_preset, positive, prepare_run_dir,
-                    save_checkpoint)
+from common import (UserError, add_device_arg, add_model_args, add_preset_arg, args_dict,
+                    friendly_errors, load_model, log_metrics, parse_with_preset, positive,
+                    prepare_run_dir, save_checkpoint)
 from dapo import evaluate_splits
 from data import EOT_ID, VOCAB_SIZE, TaskConfig, TrainProblems, encode
 from model import GPT, GPTConfig, autocast, pick_device
@@ -49,13 +49,7 @@ def get_args(argv=None):
     g.add_argument("--fuse-prob", type=float, default=TASK.fuse_prob,
                    help="chance that a demonstration writes two additions in a row on one line "
                    f"({TASK.fuse_prob}; 0 gives the full solution every time)")
-    g = p.add_argument_group("model (model.GPTConfig)")
-    g.add_argument("--n-layer", type=int, default=GPTConfig.n_layer,
-                   help=f"transformer blocks ({GPTConfig.n_layer})")
-    g.add_argument("--n-embd", type=int, default=GPTConfig.n_embd,
-                   help=f"residual width ({GPTConfig.n_embd})")
-    g.add_argument("--n-head", type=int, default=GPTConfig.n_head,
-                   help=f"attention heads ({GPTConfig.n_head})")
+    add_model_args(p)
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=1200, help="optimizer steps (1200)")
     g.add_argument("--batch-size", type=int, default=64, help="problems per step (64)")
