@@ -12,10 +12,19 @@ Every stage reads the files of the stages before it from one folder and writes i
 
 Every checkpoint records its own resolved arguments ("args"), the task it was trained on
 ("task", a data.TaskConfig as a dict) and the seed of the task's splits ("data_seed").
+
+Provenance. Every artifact (checkpoint, rollout file, completion chunk, results record) also
+records what made it, "made_by": the stage, the flags that change its content, and the
+SHA-256 of each input file's content (not its name). A stage compares an existing output
+with what it would make now: the same, it reuses it; different, it stops and says which flag
+or input differs, unless --force lets it make the output again. Flags that change nothing
+(log intervals, evaluation batch sizes) are not part of it. The device is not either: the same
+flags on another device give numbers that differ in rounding.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -45,6 +54,84 @@ def critic_path(run_dir: Path, rnd: int) -> Path:
 
 def rollouts_path(run_dir: Path, rnd: int) -> Path:
     return Path(run_dir) / f"rollouts_{rnd}.pt"
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def file_hash(path: Path) -> str | None:
+    """SHA-256 of a file's content (None if there is no such file)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def made_by(stage: str, args, keys: tuple[str, ...], inputs: dict[str, Path]) -> dict:
+    """The fingerprint of what a stage makes now: its name, the values of the flags that
+    change its content (keys, attribute names of args) and the content hash of each input
+    file, by its name in the run folder."""
+    return {"stage": stage, "args": {k: getattr(args, k) for k in keys},
+            "inputs": {name: file_hash(p) for name, p in inputs.items()}}
+
+
+def difference(have, want: dict) -> str | None:
+    """None if a recorded fingerprint equals want; else a phrase that says how it differs."""
+    if not isinstance(have, dict) or not isinstance(have.get("args"), dict) \
+            or not isinstance(have.get("inputs"), dict):
+        return "does not record what made it"
+    for key, value in want["args"].items():
+        if key not in have["args"] or have["args"][key] != value:
+            flag = "--" + key.replace("_", "-")
+            return f"was made with {flag} {have['args'].get(key, '(unset)')}, not {value}"
+    for name, digest in want["inputs"].items():
+        if have["inputs"].get(name) != digest:
+            return (f"was made from another {name}" if digest else
+                    f"was made from a {name} that is no longer in the folder")
+    return None if have.get("stage") == want["stage"] else f"was made by {have.get('stage')}"
+
+
+def up_to_date(path: Path, want: dict, force: bool, what: str) -> dict | None:
+    """The existing artifact at path (loaded) if it was made by exactly want; None if there
+    is none or --force lets it be made again; otherwise one sentence that names the
+    difference and what to do."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    obj = load_torch(path, what, "pass --force to make it again")
+    diff = difference(obj.get("made_by"), want)
+    if diff is None:
+        return obj
+    if force:
+        print(f"--force: {path} {diff}; making it again")
+        return None
+    raise UserError(f"{path} {diff}; pass --force to make it again (the stages after it will "
+                    "then ask for --force too), or use a new --run-dir")
+
+
+def check_made_from(obj: dict, path: Path, inputs: list[Path], fix: str) -> None:
+    """Stop with one sentence unless the artifact obj (read from path) records exactly the
+    current content of each input file."""
+    have = (obj.get("made_by") or {}).get("inputs", {})
+    for p in inputs:
+        if have.get(p.name) != file_hash(p):
+            raise UserError(f"{path} was not made from the {p.name} now in {p.parent}; {fix}")
+
+
+def stamp(path: Path, **settings) -> dict:
+    """What a results record was made from: the checkpoint's name and content hash, and the
+    settings of the measurement (for example eval_n)."""
+    return {"file": Path(path).name, "sha256": file_hash(path), **settings}
+
+
+def current_record(run_dir: Path, stage: str, want: dict) -> dict | None:
+    """results.json[stage] if it was made from exactly the stamp want, else None."""
+    record = read_results(run_dir).get(stage)
+    return record if isinstance(record, dict) and record.get("made_by") == want else None
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -97,40 +184,84 @@ def unflat(d: dict) -> list[list[int]]:
     return [tok[off[i]:off[i + 1]] for i in range(len(off) - 1)]
 
 
-ROLLOUT_KEYS = ("states", "state_problem", "continuations", "rewards", "mc", "problems", "meta")
+ROLLOUT_KEYS = ("states", "state_problem", "continuations", "rewards", "mc", "problems",
+                "made_by")
 
 
-def load_rollouts(run_dir: Path, rnd: int, meta: dict | None = None) -> dict:
-    """rollouts_R.pt, checked for its keys (and, given meta, for the settings that made it).
+def check_rollouts(data: dict, path: Path, hint: str) -> None:
+    """Stop with one sentence if a rollout file's parts do not fit together: S states, an
+    (S, K) reward table, S*K continuations, MC values and problems for every state."""
+    try:
+        S = len(data["states"]["offsets"]) - 1
+        rewards, n_conts = data["rewards"], len(data["continuations"]["offsets"]) - 1
+        sp = data["state_problem"]
+        ok = (rewards.dim() == 2 and rewards.shape[0] == S and n_conts == S * rewards.shape[1]
+              and data["mc"].shape == (S,) and sp.shape == (S,)
+              and (S == 0 or 0 <= int(sp.min()) <= int(sp.max()) < len(data["problems"]))
+              and all(0 <= i < S for ids in unflat(data["resp_states"]) for i in ids))
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError):
+        ok = False
+    if not ok:
+        raise UserError(f"{path} is inconsistent (its states, rewards and continuations do not "
+                        f"fit together): it is damaged; {hint}")
+
+
+def load_rollouts(run_dir: Path, rnd: int) -> dict:
+    """rollouts_R.pt, checked for its keys and for consistency.
 
     It holds: states (flat), state_problem (S,), continuations (flat, K per state, state i's at
     i*K .. i*K+K-1), rewards (S, K), mc (S,), problems (prompts), the kept responses
     (responses, resp_states, resp_line_ok, resp_reward), gen_accuracy, generated_tokens,
-    completion_tokens and meta (the settings and pi_ref that made it)."""
+    completion_tokens and made_by (the flags and pi_ref that made it)."""
     path = rollouts_path(run_dir, rnd)
-    hint = f"run train_critic.py --round {rnd}"
-    data = load_torch(path, "rollout file", f"delete it if it exists and {hint}")
-    if any(k not in data for k in ROLLOUT_KEYS) or \
-            len(data["mc"]) != len(data["states"]["offsets"]) - 1:
-        raise UserError(f"{path} is truncated or corrupt; delete it and {hint}")
-    if meta is not None and data["meta"] != meta:
-        raise UserError(f"{path} was made with other settings ({data['meta']}); delete it or "
-                        "pass the same flags")
+    hint = f"make it again with train_critic.py --round {rnd} --force"
+    data = load_torch(path, "rollout file", f"run train_critic.py --round {rnd}")
+    if any(k not in data for k in ROLLOUT_KEYS + ("resp_states",)):
+        raise UserError(f"{path} is truncated or corrupt (keys missing); {hint}")
+    check_rollouts(data, path, hint)
     return data
 
 
 # ----------------------------------------------------------------------------- results.json
 
 
+def read_json_dict(path: Path, what: str) -> dict:
+    """A JSON file that must hold an object, or one sentence saying what is wrong with it."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path} is corrupt; move it away and run the stages again") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} holds {type(obj).__name__}, not {what}: it was not written "
+                        "by these scripts; move it away and run the stages again")
+    return obj
+
+
 def read_results(run_dir: Path) -> dict:
-    """run_dir/results.json as a dict ({} if there is none yet)."""
+    """run_dir/results.json as {stage: record} ({} if there is none yet). Stages call it before
+    their expensive work too, so that a malformed file stops them at once, not after."""
     path = Path(run_dir) / "results.json"
     if not path.exists():
         return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise UserError(f"{path} is corrupt; delete it and re-run the stages") from None
+    results = read_json_dict(path, "one record per stage")
+    bad = [k for k, v in results.items() if not isinstance(v, dict)]
+    if bad:
+        raise UserError(f"{path} holds a {type(results[bad[0]]).__name__} under {bad[0]!r}, "
+                        "not a record; move it away and run the stages again")
+    return results
+
+
+def read_times(run_dir: Path) -> dict:
+    """run_dir/pipeline_times.json: {stage: wall seconds} ({} if there is none)."""
+    path = Path(run_dir) / "pipeline_times.json"
+    if not path.exists():
+        return {}
+    times = read_json_dict(path, "seconds per stage")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+               for v in times.values()):
+        raise UserError(f"{path} holds something other than seconds per stage; move it away "
+                        "and run the pipeline again")
+    return times
 
 
 def update_results(run_dir: Path, stage: str, record: dict) -> dict:

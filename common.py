@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -43,10 +44,22 @@ def friendly_errors():
 
 
 def positive(name: str, value, allow_zero: bool = False):
-    """Reject zero or negative sizes with one clear sentence."""
+    """Reject zero, negative and non-finite (NaN, inf) values of --name with one sentence."""
+    if not math.isfinite(value):
+        raise UserError(f"--{name} must be a finite number, got {value}")
     if value < 0 or (value == 0 and not allow_zero):
-        bound = "zero or more" if allow_zero else "positive"
-        raise UserError(f"--{name} must be {bound}, got {value}")
+        raise UserError(f"--{name} must be {'zero or more' if allow_zero else 'positive'}, "
+                        f"got {value}")
+    return value
+
+
+def fraction(name: str, value, low_open: bool = False, high_open: bool = False):
+    """Reject a --name outside [0, 1] (an open end excludes 0 or 1), NaN included."""
+    ok = (math.isfinite(value) and (0 < value if low_open else 0 <= value)
+          and (value < 1 if high_open else value <= 1))
+    if not ok:
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        raise UserError(f"--{name} must be in {lo}0, 1{hi}, got {value}")
     return value
 
 
@@ -100,20 +113,32 @@ def parse_with_preset(parser: argparse.ArgumentParser, argv, *sections: str):
     return args
 
 
+def add_force_arg(group) -> None:
+    group.add_argument("--force", action="store_true",
+                       help="make this stage's outputs again where the run folder holds ones "
+                       "made by other flags or inputs (without it, the stage stops and says "
+                       "what differs); outputs made by exactly these are reused either way")
+
+
 def add_round_args(parser, seed_help: str):
-    """The flags every DAPO stage shares: its run folder, round, seed, device and preset."""
+    """The flags every DAPO stage shares: its run folder, round, seed, device, preset, force."""
     g = parser.add_argument_group("run")
     g.add_argument("--run-dir", default="runs/default", help="folder of the earlier stages")
     g.add_argument("--round", type=int, default=1, help="DAPO round R (1, 2, ...)")
     g.add_argument("--seed", type=int, default=0, help=seed_help)
     add_device_arg(g)
     add_preset_arg(g)
+    add_force_arg(g)
 
 
 def prepare_run_dir(path: str, must_exist: bool = False) -> Path:
-    """Create the run folder (or, for a stage that reads earlier stages' files, require it) and
-    make sure it is writable."""
+    """Create the run folder (or, for a stage that reads earlier stages' files, require it),
+    make sure it is writable, and remove the temporary files a kill during a write left."""
+    if not str(path).strip():
+        raise UserError("--run-dir is empty; name a folder, for example --run-dir runs/default")
     p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"--run-dir {p} is a file, not a folder; name a folder")
     if must_exist and not p.is_dir():
         raise UserError(f"no run folder {p}; run train_sft.py --run-dir {p} first")
     try:
@@ -123,25 +148,62 @@ def prepare_run_dir(path: str, must_exist: bool = False) -> Path:
     except OSError as e:
         raise UserError(f"cannot write to run folder {p} ({e.strerror}); "
                         "pass a writable --run-dir") from None
+    remove_orphans(p)
     return p
 
 
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete the temporary files (.NAME.*.tmp, atomic_write's) that a process killed during a
+    write left in folder and in its *.parts subfolders; returns what it removed."""
+    gone = [f for pattern in (".*.tmp", "*.parts/.*.tmp") for f in Path(folder).glob(pattern)
+            if f.is_file()]
+    for f in gone:
+        f.unlink(missing_ok=True)
+    return gone
+
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path over path (atomic on POSIX)."""
+    """Call write(tmp_path), then rename tmp_path over path (atomic on POSIX). The file gets
+    the user's normal permissions (0666 less the umask, as open() gives). A failed write
+    (a full disk, say) leaves no file behind and stops with one sentence."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, (OSError, RuntimeError)):  # torch.save raises RuntimeError
+            raise UserError(f"could not write {path} ({str(e).strip().splitlines()[-1]}); "
+                            "nothing was written: free some space or pass another --run-dir "
+                            "and run the same command again") from None
         raise
 
 
+def finite_json(obj):
+    """obj with every non-finite float (NaN, inf) replaced by None: strict JSON, which every
+    JSON reader accepts ("NaN" is not JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def save_json(path: Path, obj) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+    text = json.dumps(finite_json(obj), indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_torch(path: Path, obj) -> None:
@@ -149,17 +211,21 @@ def save_torch(path: Path, obj) -> None:
 
 
 def load_torch(path: Path, what: str, hint: str) -> dict:
-    """torch.load(weights_only=True) with one-sentence errors for missing or corrupt files."""
+    """torch.load(weights_only=True) of a dict, with one-sentence errors for a missing, damaged
+    or wrong file. hint says what to do ("run train_sft.py first")."""
     path = Path(path)
+    todo = hint.split("; ")[-1]
     if not path.exists():
         raise UserError(f"no {what} at {path}; {hint}")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a {what}; give the path of the file itself")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"{path} is not a readable {what} ({type(e).__name__}); "
-                        f"delete it and {hint.split('; ')[-1]}") from None
+        raise UserError(f"{path} is not a readable {what} ({type(e).__name__}): it is damaged; "
+                        f"delete it and {todo}") from None
     if not isinstance(obj, dict):
-        raise UserError(f"{path} is not a {what}; delete it and {hint.split('; ')[-1]}")
+        raise UserError(f"{path} holds a {type(obj).__name__}, not a {what}; {todo}")
     return obj
 
 
@@ -169,7 +235,7 @@ def save_checkpoint(path: Path, model: GPT, **extra) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     ckpt = {"model": state, "model_config": config_dict(model), **extra}
     save_torch(path, ckpt)
-    described = ("args", "step", "stage", "task", "data_seed")  # the JSON: all but weights
+    described = ("args", "step", "stage", "task", "data_seed", "made_by")  # all but weights
     save_json(Path(path).with_suffix(".json"),
               {"model_config": config_dict(model),
                **{k: v for k, v in extra.items() if k in described}})
@@ -181,6 +247,8 @@ def load_model(path: Path, device, what: str, hint: str, value_head: bool | None
     value_head=False drops one; value_surprisal=True gives a new value head the surprisal input
     (model.GPT.value_logits). Returns (model, checkpoint dict)."""
     ckpt = load_torch(path, what, hint)
+    if "states" in ckpt or "continuations" in ckpt:  # a valid file, in the wrong place
+        raise UserError(f"{path} is a rollout file, not a {what}; {hint.split('; ')[-1]}")
     try:
         cfg = dict(ckpt["model_config"])
         if value_head is not None:
@@ -196,9 +264,22 @@ def load_model(path: Path, device, what: str, hint: str, value_head: bool | None
         if unexpected or [k for k in missing if not k.startswith("value_head")]:
             raise KeyError(f"{len(missing)} missing, {len(unexpected)} unexpected weights")
     except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as e:
-        raise UserError(f"{path} does not hold a compatible model ({e}); "
-                        f"delete it and {hint.split('; ')[-1]}") from None
+        raise UserError(f"{path} does not hold a model of this project ({e}); "
+                        f"{hint.split('; ')[-1]}") from None
     return model.to(device), ckpt
+
+
+def build_model(cfg: GPTConfig, device) -> GPT:
+    """GPT(cfg) on device, or one sentence when it does not fit in memory."""
+    try:
+        return GPT(cfg).to(device)
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if not isinstance(e, MemoryError) and "memory" not in str(e).lower():
+            raise
+        n = 12 * cfg.n_layer * cfg.n_embd ** 2 + cfg.vocab_size * cfg.n_embd
+        raise UserError(f"a model of about {n / 1e6:,.0f}M parameters (--n-layer "
+                        f"{cfg.n_layer}, --n-embd {cfg.n_embd}) does not fit in the memory of "
+                        f"{device}; choose a smaller --n-layer or --n-embd") from None
 
 
 def log_metrics(run_dir: Path, record: dict) -> None:

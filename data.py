@@ -196,6 +196,17 @@ def make_problem(rng: random.Random, n_steps: int, cfg: TaskConfig) -> Problem:
     return Problem(start, tuple(ops))
 
 
+def max_tokens(n_ops: int) -> int:
+    """The most tokens a problem of n_ops operations can take: its prompt (at most 6 + 3 n_ops
+    characters), its full solution (at most 11 per line, 3 more for "A: ") and <|endoftext|>.
+    A model must cover max_tokens - 1 positions to be trained on it.
+
+        >>> max_tokens(3)
+        52
+    """
+    return 10 + 14 * n_ops
+
+
 SPLITS = ("train", "val", "test", "ood")
 # Disjointness by construction: every question hashes to one of 10 buckets, and a split only
 # accepts questions of its own buckets. So no problem can be in two splits, whatever n, seed

@@ -9,20 +9,21 @@
 Runs train_sft.py (the reference policy), then for each round R = 1 .. --rounds
 train_critic.py --round R and train_actor.py --round R (iterative DAPO: the actor of round R is
 pi_ref of round R + 1), then prints a table of greedy accuracy per stage and split, generated
-tokens and wall time per stage, from RUN_DIR/results.json. A stage whose output already exists
-in the run folder is skipped, so an interrupted pipeline resumes where it stopped.
+tokens and wall time per stage, from RUN_DIR/results.json. Each stage reuses the outputs in the
+run folder that were made by exactly its flags and inputs (artifacts.py), so an interrupted
+pipeline resumes where it stopped; an output made otherwise (another seed, another pi_ref)
+stops it with one sentence, unless --force lets the stages make their outputs again.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from artifacts import read_results
-from common import (add_device_arg, add_preset_arg, friendly_errors, positive, prepare_run_dir,
-                    save_json)
+from artifacts import read_results, read_times
+from common import (add_device_arg, add_force_arg, add_preset_arg, friendly_errors, positive,
+                    prepare_run_dir, save_json)
 from report import stage_table, summarize
 import train_actor
 import train_critic
@@ -36,6 +37,7 @@ def get_args(argv=None):
     add_device_arg(p)
     p.add_argument("--rounds", type=int, default=2, help="DAPO rounds after the SFT stage")
     add_preset_arg(p)
+    add_force_arg(p)
     p.add_argument("--paper", action="store_true",
                    help="the paper's recipe exactly: train_critic.py --paper in every round "
                    "(--head plain --lm-coef 0 --targets states)")
@@ -51,17 +53,15 @@ def get_args(argv=None):
 
 
 def stages(args, run_dir: Path) -> list[tuple]:
-    """(name, output file, stage main, its argv) of every stage, in order."""
+    """(name, stage main, its argv) of every stage, in order."""
     common = ["--run-dir", str(run_dir), "--device", args.device, "--seed", str(args.seed),
-              "--preset", args.preset]
-    out = [("sft", run_dir / "sft.pt", train_sft.main, common + args.sft_args.split())]
+              "--preset", args.preset] + (["--force"] if args.force else [])
+    out = [("sft", train_sft.main, common + args.sft_args.split())]
     paper = ["--paper"] if args.paper else []
     for r in range(1, args.rounds + 1):
         rr = common + ["--round", str(r)]
-        out.append((f"critic_{r}", run_dir / f"critic_{r}.pt", train_critic.main,
-                    rr + paper + args.critic_args.split()))
-        out.append((f"dapo_{r}", run_dir / f"actor_{r}.pt", train_actor.main,
-                    rr + args.actor_args.split()))
+        out.append((f"critic_{r}", train_critic.main, rr + paper + args.critic_args.split()))
+        out.append((f"dapo_{r}", train_actor.main, rr + args.actor_args.split()))
     return out
 
 
@@ -71,19 +71,12 @@ def main(argv=None):
         print(summarize(args.summarize))
         return
     run_dir = prepare_run_dir(args.run_dir)
-    t_all, walls = time.time(), {}
-    timing_file = run_dir / "pipeline_times.json"
-    if timing_file.exists():
-        walls = json.loads(timing_file.read_text())
-    for name, output, fn, argv_stage in stages(args, run_dir):
-        if output.exists() and name in walls:
-            print(f"== {name}: {output} exists, skipped")
-            continue
+    t_all, walls = time.time(), read_times(run_dir)
+    for name, fn, argv_stage in stages(args, run_dir):
         print(f"\n== {name}: {fn.__module__}.py {' '.join(argv_stage)}")
-        t0 = time.time()
-        fn(argv_stage)
-        walls[name] = time.time() - t0
-        save_json(timing_file, walls)
+        record = fn(argv_stage)  # reuses an output made by exactly these flags and inputs
+        walls[name] = record.get("wall_time_s", 0.0)  # the stage's own time, kept on reuse
+        save_json(run_dir / "pipeline_times.json", walls)
     print(f"\nDirect Advantage Policy Optimization, {args.rounds} rounds, seed {args.seed}: "
           "greedy accuracy")
     print(stage_table(read_results(run_dir), walls))

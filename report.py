@@ -6,7 +6,6 @@ docs/metrics.md explains every number these reports print.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
@@ -14,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from artifacts import unflat
+from artifacts import read_results, read_times, unflat
+from common import UserError
 from dapo import critic_loss, mc_noise, show_failure
 from data import first_wrong
 
@@ -81,7 +81,7 @@ def stage_table(results: dict, walls: dict) -> str:
         if stage.startswith("critic"):
             cells = ["", "", "", f"{rec.get('generated_tokens', 0):,d}"]
         else:
-            cells = [pct(rec[s]["greedy_acc"]) if s in rec else "-" for s in SPLITS] + [""]
+            cells = [pct((rec.get(s) or {}).get("greedy_acc")) for s in SPLITS] + [""]
         rows.append([stage] + cells + [f"{walls.get(stage, 0):.0f}"])
     return grid(["stage", "val", "test", "ood", "gen. tokens", "wall s"], rows, first=10,
                 width=11)
@@ -190,6 +190,16 @@ def critic_heldout(v_all: torch.Tensor, data: dict, heldout: torch.Tensor, const
             **first_error_signal(data, v_all, heldout)}
 
 
+def true_v_estimates(h: dict) -> tuple[float, float] | None:
+    """The critic's and the constant's Brier scores against the true V (the MC targets' own
+    noise subtracted: dapo.mc_noise), or None when that is unavailable: K = 1, or an
+    estimate that comes out zero or negative (too few held-out states to tell)."""
+    noise = h.get("brier_mc_noise")
+    if noise is None or h["brier"] - noise <= 0 or h["brier_const"] - noise <= 0:
+        return None
+    return h["brier"] - noise, h["brier_const"] - noise
+
+
 def critic_report(h: dict, n_problems: int, K: int) -> str:
     """The held-out report train_critic.py prints, from critic_heldout's record h."""
     ratio = h["brier"] / max(h["brier_const"], 1e-12)
@@ -198,12 +208,12 @@ def critic_report(h: dict, n_problems: int, K: int) -> str:
            f"  BCE   {h['bce']:.4f}  (constant predictor {h['bce_const']:.4f})",
            f"  Brier {h['brier']:.4f}  (constant predictor {h['brier_const']:.4f}; ratio "
            f"{ratio:.2f}, 90 % bootstrap interval over the held-out problems {lo:.2f}-{hi:.2f})"]
-    noise = h["brier_mc_noise"]
-    if noise is not None and h["brier_const"] - noise > 1e-12:
+    noise, true_v = h["brier_mc_noise"], true_v_estimates(h)
+    if noise is not None:
         out.append(f"  of each Brier score about {noise:.4f} is the MC targets' own sampling "
                    f"noise (K={K}); without it (an estimate against the true V) "
-                   f"{h['brier'] - noise:.4f} vs {h['brier_const'] - noise:.4f}, ratio "
-                   f"{(h['brier'] - noise) / (h['brier_const'] - noise):.2f}")
+                   + (f"{true_v[0]:.4f} vs {true_v[1]:.4f}, ratio {true_v[0] / true_v[1]:.2f}"
+                      if true_v else "unavailable: an estimate came out zero or negative"))
     rd, re_ = (h[k] / max(h["brier_const"], 1e-12) for k in ("brier_by_depth",
                                                               "brier_error_aware"))
     out.append(f"  yardsticks, not critics: the mean MC of training states with as many steps "
@@ -238,17 +248,24 @@ def plot_calibration(cal: list[dict], path: Path) -> None:
 # ----------------------------------------------------------------------------- many runs
 
 
-def load_runs(run_dirs: list[str]) -> list[tuple[dict, dict]]:
-    """(results.json, pipeline_times.json or {}) of each finished run folder."""
+def load_runs(run_dirs: list[str]) -> tuple[list[tuple[dict, dict]], list[str]]:
+    """(results.json, pipeline_times.json or {}) of each run folder, and the stages they all
+    finished (sft, dapo_1, ...); one sentence if a folder has not finished them."""
     runs = []
     for d in run_dirs:
-        path = Path(d) / "results.json"
-        if not path.exists():
-            raise ValueError(f"no results.json in {d}; run pipeline.py --run-dir {d} first")
-        times = Path(d) / "pipeline_times.json"
-        runs.append((json.loads(path.read_text()),
-                     json.loads(times.read_text()) if times.exists() else {}))
-    return runs
+        if not (Path(d) / "results.json").exists():
+            raise UserError(f"no results.json in {d}; run pipeline.py --run-dir {d} first")
+        runs.append((read_results(Path(d)), read_times(Path(d))))
+    stages = [k for k in runs[0][0] if k == "sft" or re.fullmatch(r"dapo_\d+", k)]
+    for d, (res, _) in zip(run_dirs, runs):
+        for st in stages or ["sft"]:
+            rec = res.get(st, {})
+            if not all(isinstance((rec.get(s) or {}).get("greedy_acc"), (int, float))
+                       for s in SPLITS):
+                raise UserError(f"{d} has not finished {st} (no greedy accuracy in its "
+                                f"results.json); finish it with pipeline.py --run-dir {d}, or "
+                                "leave it out of --summarize")
+    return runs, stages
 
 
 def mean_sd(xs) -> tuple[float, float]:
@@ -301,10 +318,8 @@ def summary_critic(runs, stages) -> list[str]:
         cells = [cell([h[key] / h["brier_const"] for h in crit
                        if key in h and h["brier_const"] > 0], "5.2f", "4.2f")
                  for key in ("brier", "brier_by_depth", "brier_error_aware")]
-        cells.insert(1, cell([(h["brier"] - h["brier_mc_noise"])
-                              / (h["brier_const"] - h["brier_mc_noise"]) for h in crit
-                              if h.get("brier_mc_noise") is not None
-                              and h["brier_const"] > h["brier_mc_noise"]], "5.2f", "4.2f"))
+        cells.insert(1, cell([a / b for a, b in filter(None, map(true_v_estimates, crit))],
+                             "5.2f", "4.2f"))
         cells += [cell([100 * r[st]["filter"][key] for r, _ in runs
                         if r[st].get("filter", {}).get(key) is not None], "5.1f")
                   for key in ("kept_state_frac", "sibling_rank_acc")]
@@ -341,8 +356,7 @@ def plot_accuracy(runs, stages, path: Path) -> str:
 def summarize(run_dirs: list[str]) -> str:
     """pipeline.py --summarize: mean ± std over finished runs (e.g. seeds) of every table, and
     test accuracy per round plotted to accuracy.png in the first run folder."""
-    runs = load_runs(run_dirs)
-    stages = [k for k in runs[0][0] if k == "sft" or re.fullmatch(r"dapo_\d+", k)]
+    runs, stages = load_runs(run_dirs)
     rows = (summary_accuracy(runs, stages) + summary_two_op(runs, stages)
             + summary_critic(runs, stages))
     rows.append(plot_accuracy(runs, stages, Path(run_dirs[0]) / "accuracy.png"))

@@ -17,16 +17,21 @@ Writes RUN_DIR/actor_R.pt, which is pi_ref of round R + 1 (iterative DAPO, Alg. 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import time
 
 import torch
 from tqdm import tqdm
 
-from artifacts import (load_critic, load_policy, load_rollouts, policy_path, read_results,
-                       task_of, task_record, unflat, update_results)
-from common import (UserError, add_round_args, args_dict, friendly_errors, log_metrics,
-                    parse_with_preset, positive, prepare_run_dir, save_checkpoint)
+from artifacts import (check_made_from, critic_path, current_record, load_critic, load_policy,
+                       load_rollouts, made_by, policy_path, read_results, rollouts_path, stamp,
+                       task_of, task_record, unflat, up_to_date, update_results)
+from common import (UserError, add_round_args, args_dict, friendly_errors, load_torch,
+                    log_metrics, parse_with_preset, positive, prepare_run_dir, save_checkpoint)
+
+# The flags that change what actor_R.pt holds (artifacts.made_by).
+MADE_BY = ("seed", "beta", "adv_threshold", "lr", "critic", "epochs", "batch_pairs")
 from dapo import advantages, dapo_loss, evaluate_splits, first_step, is_terminal
 from data import EOT_ID, decode, encode, parse_prompt, split_lines, verify
 from model import autocast, continuation_logprob, pack_continuations, pick_device
@@ -52,12 +57,9 @@ def get_args(argv=None):
     g.add_argument("--eval-n", type=int, default=500, help="problems per evaluation split")
     g.add_argument("--log-every", type=int, default=20, help="steps between log lines")
     args = parse_with_preset(p, argv, "actor")
-    for name in ("round", "epochs", "batch_pairs", "eval_n", "log_every"):
+    for name in ("round", "epochs", "batch_pairs", "eval_n", "log_every", "beta", "lr"):
         positive(name.replace("_", "-"), getattr(args, name))
-    if args.beta <= 0:
-        raise UserError(f"--beta must be positive (it divides the advantage), got {args.beta}")
-    if args.lr <= 0 or args.adv_threshold < 0:
-        raise UserError("--lr must be positive and --adv-threshold zero or more")
+    positive("adv-threshold", args.adv_threshold, allow_zero=True)
     return args
 
 
@@ -192,6 +194,9 @@ def train(actor, groups: list[dict], stats: dict, args, run_dir, device) -> tupl
         bar.update(1)
         if step % args.log_every == 0 or step == total:
             L, npairs, ag, nz, lp, npos, ln, nneg = acc.tolist()  # one sync per interval
+            if not math.isfinite(L):
+                raise UserError(f"the actor's loss became {L} by step {step}; nothing was "
+                                "saved: lower --lr or raise --beta")
             rec = {"stage": f"dapo_{args.round}", "step": step,
                    "loss": L / max(1.0, npairs), "sign_agree": ag / max(1.0, nz),
                    "logratio_pos": lp / max(1.0, npos), "logratio_neg": ln / max(1.0, nneg),
@@ -213,7 +218,8 @@ def accuracy_before(run_dir, args, cfg, data_seed: int, device) -> dict:
     or measured again when it was recorded with another --eval-n."""
     prev = read_results(run_dir).get(f"dapo_{args.round - 1}" if args.round > 1 else "sft", {})
     before = {s: prev[s]["greedy_acc"] for s in ("val", "test", "ood")
-              if s in prev and prev[s].get("n") == args.eval_n}
+              if isinstance(prev.get(s), dict) and prev[s].get("n") == args.eval_n
+              and isinstance(prev[s].get("greedy_acc"), float)}
     if len(before) == 3:
         return before
     ref, _ = load_policy(run_dir, args.round, device)
@@ -221,22 +227,42 @@ def accuracy_before(run_dir, args, cfg, data_seed: int, device) -> dict:
     return {s: r["greedy_acc"] for s, r in record.items()}
 
 
+def inputs(args, run_dir) -> tuple[dict, list]:
+    """This round's rollouts, checked to come from pi_ref's current file, and the critic's
+    path (none for the oracle ablation), checked to come from those rollouts."""
+    pi_ref, rolls = policy_path(run_dir, args.round), rollouts_path(run_dir, args.round)
+    fix = f"make it again with train_critic.py --round {args.round} --force"
+    data = load_rollouts(run_dir, args.round)
+    check_made_from(data, rolls, [pi_ref], fix)
+    files = [pi_ref, rolls]
+    if args.critic == "learned":
+        crit = critic_path(run_dir, args.round)
+        ckpt = load_torch(crit, "critic checkpoint",
+                          f"run train_critic.py --round {args.round} first")
+        check_made_from(ckpt, crit, [rolls], fix)
+        files.append(crit)
+    return data, files
+
+
 def main(argv=None):
     args = get_args(argv)
     device = pick_device(args.device)
     run_dir = prepare_run_dir(args.run_dir, must_exist=True)
+    read_results(run_dir)  # a malformed results.json stops here, not after training
     t_start = time.time()
-    src = policy_path(run_dir, args.round)
+    suffix = "_oracle" if args.critic == "oracle" else ""  # the ablation never replaces DAPO's
+    stage, out = f"dapo_{args.round}{suffix}", run_dir / f"actor_{args.round}{suffix}.pt"
     ref, pckpt = load_policy(run_dir, args.round, device)
     ref.eval()
-    cfg, data_seed = task_of(pckpt, src)
-    data = load_rollouts(run_dir, args.round)
-    if data["meta"].get("policy") != src.name or data["meta"].get("policy_step") != \
-            pckpt.get("step"):
-        raise UserError(f"rollouts_{args.round}.pt was made with another pi_ref than {src}; "
-                        f"re-run train_critic.py --round {args.round}")
-    critic = load_critic(run_dir, args.round, device)[0].eval() \
-        if args.critic == "learned" else None
+    cfg, data_seed = task_of(pckpt, policy_path(run_dir, args.round))
+    data, files = inputs(args, run_dir)
+    want = made_by(stage, args, MADE_BY, {f.name: f for f in files})
+    if up_to_date(out, want, args.force, "actor checkpoint") is not None:
+        record = current_record(run_dir, stage, stamp(out, eval_n=args.eval_n))
+        if record is not None:
+            print(f"{out} and its results are up to date with these flags: skipped")
+            return record
+    critic = load_critic(run_dir, args.round, device)[0].eval() if suffix == "" else None
 
     # ---- B.1-B.3: actions, advantages (eq. 13), filters, cached reference log-probs
     groups, stats = build_pairs(data, critic, args.adv_threshold)
@@ -256,9 +282,7 @@ def main(argv=None):
     t0 = time.time()
     step, log = train(ref, groups, stats, args, run_dir, device)
     actor, train_time = ref, time.time() - t0
-    suffix = "_oracle" if args.critic == "oracle" else ""  # the ablation never replaces DAPO's
-    save_checkpoint(run_dir / f"actor_{args.round}{suffix}.pt", actor, step=step,
-                    stage=f"dapo_{args.round}{suffix}", args=args_dict(args),
+    save_checkpoint(out, actor, step=step, stage=stage, args=args_dict(args), made_by=want,
                     **task_record(cfg, data_seed))
 
     # ---- evaluation: greedy accuracy before (pi_ref) and after (the actor)
@@ -268,10 +292,10 @@ def main(argv=None):
     record = {s: {**after[s], "greedy_acc_before": before[s]} for s in ("val", "test", "ood")}
     record.update(filter=stats, train_time_s=train_time, wall_time_s=time.time() - t_start,
                   beta=args.beta, lr=args.lr, last_log=log[-1] if log else {},
-                  critic=args.critic)
-    update_results(run_dir, f"dapo_{args.round}{suffix}", record)
-    print(f"actor stage done in {time.time() - t_start:.0f} s; "
-          f"results.json['dapo_{args.round}{suffix}'] written")
+                  critic=args.critic, made_by=stamp(out, eval_n=args.eval_n))
+    update_results(run_dir, stage, record)
+    print(f"actor stage done in {time.time() - t_start:.0f} s; results.json['{stage}'] "
+          "written")
     return record
 
 

@@ -34,12 +34,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from artifacts import (critic_path, flat, load_critic, load_policy, load_rollouts,
-                       policy_path, policy_hint, read_results, rollouts_path, task_of,
-                       task_record, unflat, update_results)
-from common import (UserError, add_round_args, args_dict, friendly_errors, load_model,
-                    load_torch, log_metrics, parse_with_preset, positive, prepare_run_dir,
-                    save_checkpoint, save_torch)
+from artifacts import (critic_path, current_record, difference, flat, load_critic, load_policy,
+                       load_rollouts, made_by, policy_hint, policy_path, read_results,
+                       rollouts_path, stamp, task_of, task_record, unflat, up_to_date,
+                       update_results)
+from common import (UserError, add_round_args, args_dict, fraction, friendly_errors,
+                    load_model, load_torch, log_metrics, parse_with_preset, positive,
+                    prepare_run_dir, save_checkpoint, save_torch)
 from dapo import (balanced_pick, complete, critic_loss, max_solution_tokens, mc_value,
                   prefix_states)
 from data import EOT_ID, NL_ID, Problem, TrainProblems, decode, encode, verify
@@ -47,6 +48,10 @@ from model import autocast, generate, pack, pick_device, state_values
 from report import critic_heldout, critic_report, plot_calibration
 
 ROLLOUT_OFFSET = 10_000_000  # DAPO's training problems: train indices from here, per round
+# The flags that change what rollouts_R.pt and critic_R.pt hold (artifacts.made_by).
+ROLLOUT_FLAGS = ("round", "seed", "problems", "n1", "n", "K", "sample_batch", "chunk")
+CRITIC_FLAGS = ("seed", "heldout_frac", "targets", "head", "lm_coef", "epochs", "batch_size",
+                "lr", "surprisal_lr")
 # The critic the paper describes (docs/paper.md §2.3), as --paper sets it; the defaults go
 # beyond it (docs/critic.md).
 PAPER_CRITIC = {"head": "plain", "lm_coef": 0.0, "targets": "states"}
@@ -90,14 +95,18 @@ def get_args(argv=None):
     args = parse_with_preset(p, argv, "critic")
     recipe(args)
     for name in ("round", "problems", "n1", "n", "K", "sample_batch", "chunk", "epochs",
-                 "batch_size", "log_every"):
+                 "batch_size", "log_every", "lr", "surprisal_lr"):
         positive(name.replace("_", "-"), getattr(args, name))
+    positive("lm-coef", args.lm_coef, allow_zero=True)
+    fraction("heldout-frac", args.heldout_frac, low_open=True, high_open=True)
     if args.n > args.n1:
         raise UserError(f"--n ({args.n}) cannot exceed --n1 ({args.n1}): keep at most what "
                         "you sample")
-    if not 0 < args.heldout_frac < 1 or min(args.lr, args.surprisal_lr) <= 0 or args.lm_coef < 0:
-        raise UserError("--heldout-frac must be in (0, 1), --lr and --surprisal-lr positive and "
-                        "--lm-coef at least 0")
+    n_held = max(1, int(args.problems * args.heldout_frac))
+    if n_held >= args.problems:
+        raise UserError(f"--problems {args.problems} with --heldout-frac {args.heldout_frac} "
+                        "holds out every problem and leaves none to train the critic on; pass "
+                        "--problems 2 or more")
     return args
 
 
@@ -173,23 +182,35 @@ def complete_chunk(model, states, problems, state_problem, args, device, chunk_i
     return {"continuations": flat(conts), "rewards": rewards}
 
 
-def rollouts(model, problems, args, run_dir: Path, device, meta: dict) -> dict:
+def rollouts(model, problems, args, run_dir: Path, device, want: dict) -> dict:
     """Generate + complete, resumable: parts are saved in RUN_DIR/rollouts_R.parts/ as they are
-    finished, and assembled into RUN_DIR/rollouts_R.pt at the end."""
+    finished, each with the fingerprint want of the rollouts it belongs to, and assembled into
+    RUN_DIR/rollouts_R.pt at the end. Parts made differently stop the resume (or, with
+    --force, are thrown away)."""
     final = rollouts_path(run_dir, args.round)
     parts = final.with_suffix(".parts")
-    hint = f"delete {parts} and run train_critic.py --round {args.round} again"
+    hint = f"run train_critic.py --round {args.round} --force to start it again"
+    diffs = [(f, difference(load_torch(f, "rollout part", hint).get("made_by"), want))
+             for f in sorted(parts.glob("*.pt"))]
+    stale = [(f, d) for f, d in diffs if d]
+    if stale and not args.force:
+        raise UserError(f"{stale[0][0]} {stale[0][1]}: an interrupted run with other flags or "
+                        "another pi_ref; resume it with its flags, or pass --force to start "
+                        "the rollouts again")
+    if stale:
+        print(f"--force: {parts} was made differently; starting the rollouts again")
+        shutil.rmtree(parts)
     parts.mkdir(exist_ok=True)
     gen_file = parts / "generate.pt"
     if gen_file.exists():
         data = load_torch(gen_file, "rollout part", hint)
-        if data.get("meta") != meta:
-            raise UserError(f"{parts} was made with other settings; {hint}, or use the same "
-                            "flags as before")
         print(f"resuming: {len(data['states']['offsets']) - 1} states loaded from {gen_file}")
     else:
         data = generate_states(model, problems, args, device)
-        data["meta"] = meta
+        if len(data["states"]["offsets"]) == 1:
+            raise UserError(f"{policy_path(run_dir, args.round)} answered every problem with "
+                            "nothing, so there are no states to complete; train it longer")
+        data["made_by"] = want
         save_torch(gen_file, data)
     states = unflat(data["states"])
     state_problem = data["state_problem"].tolist()
@@ -207,6 +228,7 @@ def rollouts(model, problems, args, run_dir: Path, device, meta: dict) -> dict:
             sl = slice(c * args.chunk, (c + 1) * args.chunk)
             part = complete_chunk(model, states[sl], problems, state_problem[sl], args, device,
                                   c)
+            part["made_by"] = want
             save_torch(f, part)
             new_tokens += len(part["continuations"]["tokens"])
             bar.set_postfix(tok_s=f"{new_tokens / (time.time() - t0):,.0f}")
@@ -319,6 +341,9 @@ def fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device) -
             if step % args.log_every == 0 or step == total:
                 n = (step - 1) % args.log_every + 1
                 avg_bce, avg_lm = (sums / n).tolist()
+                if not math.isfinite(avg_bce + avg_lm):
+                    raise UserError(f"the critic's loss became {avg_bce + avg_lm} by step "
+                                    f"{step}; nothing was saved: lower --lr or --surprisal-lr")
                 bar.write(f"critic step {step}/{total} | epoch {epoch + 1} | avg bce "
                           f"{avg_bce:.4f} | avg lm {avg_lm:.4f} | {time.time() - t0:.0f} s")
                 log_metrics(run_dir, {"stage": f"critic_{args.round}", "step": step,
@@ -341,6 +366,12 @@ def initial_critic(run_dir: Path, args, device):
                             f"{args.round}.pt in {run_dir}; run train_critic.py --round "
                             f"{args.round} first")
         critic, cckpt = load_critic(run_dir, args.round, device)
+        have = cckpt.get("made_by") or {}
+        if have.get("inputs") != critic_made_by(args, run_dir)["inputs"]:
+            raise UserError(f"critic_{args.round}.pt was not made from the rollouts_"
+                            f"{args.round}.pt and network now in {run_dir}, so it cannot be "
+                            f"reported on them; train it again with train_critic.py --round "
+                            f"{args.round} --force")
         trained = cckpt.get("args", {}).get("heldout_frac", args.heldout_frac)
         if trained != args.heldout_frac:  # another split would report on training states
             raise UserError(f"critic_{args.round}.pt held out --heldout-frac {trained}; "
@@ -358,60 +389,98 @@ def initial_critic(run_dir: Path, args, device):
     return critic
 
 
-def round_rollouts(policy, pckpt: dict, problems, args, run_dir: Path, device) -> dict:
-    """This round's rollouts: rollouts_R.pt if it exists (made with these settings), else
-    generated and completed now (resumably)."""
-    meta = {"round": args.round, "seed": args.seed, "problems": args.problems, "n1": args.n1,
-            "n": args.n, "K": args.K, "chunk": args.chunk,
-            "policy": policy_path(run_dir, args.round).name, "policy_step": pckpt.get("step")}
-    final = rollouts_path(run_dir, args.round)
-    if final.exists():
-        data = load_rollouts(run_dir, args.round, meta)
-        print(f"reusing {final}: {len(data['mc'])} states (delete it to regenerate)")
-        return data
-    return rollouts(policy, problems, args, run_dir, device, meta)
+def rollouts_made_by(args, run_dir: Path) -> dict:
+    """The fingerprint of this round's rollouts: their flags and pi_ref's content."""
+    pi_ref = policy_path(run_dir, args.round)
+    return made_by(f"rollouts_{args.round}", args, ROLLOUT_FLAGS, {pi_ref.name: pi_ref})
+
+
+def critic_made_by(args, run_dir: Path) -> dict:
+    """The fingerprint of this round's critic: its flags, the rollouts and the network it
+    starts from (pi_ref in round 1, the previous critic after)."""
+    start = policy_path(run_dir, 1) if args.round == 1 else critic_path(run_dir, args.round - 1)
+    rolls = rollouts_path(run_dir, args.round)
+    return made_by(f"critic_{args.round}", args, CRITIC_FLAGS,
+                   {rolls.name: rolls, start.name: start})
+
+
+def existing_rollouts(args, run_dir: Path) -> dict | None:
+    """rollouts_R.pt if it was made by these flags from this pi_ref (None if there is none, or
+    --force replaces it); stops with one sentence if it was made otherwise."""
+    data = up_to_date(rollouts_path(run_dir, args.round), rollouts_made_by(args, run_dir),
+                      args.force, "rollout file")
+    if data is not None:
+        data = load_rollouts(run_dir, args.round)
+        print(f"reusing {rollouts_path(run_dir, args.round)}: {len(data['mc'])} states, made "
+              "by these flags from this pi_ref")
+    return data
+
+
+def heldout_split(data: dict, args) -> tuple[torch.Tensor, int]:
+    """(heldout (S,) bool over the states, number of held-out problems): the states of a fixed
+    random --heldout-frac of the problems are the critic's report, never trained on."""
+    held = set(random.Random(args.seed).sample(
+        range(args.problems), max(1, int(args.problems * args.heldout_frac))))
+    heldout = torch.tensor([p in held for p in data["state_problem"].tolist()])
+    if heldout.all() or not heldout.any():
+        raise UserError("pi_ref answered every " + ("training" if heldout.all() else
+                        "held-out") + " problem with nothing, so there is nothing to "
+                        f"{'train' if heldout.all() else 'report'} on; roll out more problems")
+    return heldout, len(held)
+
+
+def report(critic, data, heldout, n_held: int, const: float, run_dir: Path, args) -> dict:
+    """The critic's held-out report, printed and plotted; returns its record."""
+    states = unflat(data["states"])
+    h = critic_heldout(state_values(critic, states, EOT_ID), data, heldout, const)
+    print(critic_report(h, n_held, data["rewards"].shape[1]))
+    plot_calibration(h["calibration"], run_dir / f"critic_{args.round}_calibration.png")
+    return {"heldout": h, "states": len(states), "train_states": int((~heldout).sum()),
+            "mean_mc": float(data["mc"].mean()), "gen_accuracy": data["gen_accuracy"],
+            "generated_tokens": data["generated_tokens"] + data["completion_tokens"],
+            "made_by": stamp(critic_path(run_dir, args.round))}
 
 
 def main(argv=None):
     args = get_args(argv)
     device = pick_device(args.device)
     run_dir = prepare_run_dir(args.run_dir, must_exist=True)
-    t_start = time.time()
+    read_results(run_dir)  # a malformed results.json stops here, not after training
+    t_start, out = time.time(), critic_path(run_dir, args.round)
     policy, pckpt = load_policy(run_dir, args.round, device)
     policy.eval()
     cfg, data_seed = task_of(pckpt, policy_path(run_dir, args.round))
-    problems = TrainProblems(data_seed, cfg).take(
-        ROLLOUT_OFFSET + (args.round - 1) * args.problems, args.problems)
     print(f"round {args.round}: pi_ref = {policy_path(run_dir, args.round)}; {args.problems} "
           f"problems, n1={args.n1}, n={args.n}, K={args.K}")
+    data = existing_rollouts(args, run_dir)
+    if not args.report_only and up_to_date(out, critic_made_by(args, run_dir), args.force,
+                                           "critic checkpoint") is not None:
+        record = current_record(run_dir, f"critic_{args.round}", stamp(out))
+        if record is not None:
+            print(f"{out} and its results are up to date with these flags: skipped")
+            return record
     critic = initial_critic(run_dir, args, device)
-    data = round_rollouts(policy, pckpt, problems, args, run_dir, device)
+    if data is None:
+        problems = TrainProblems(data_seed, cfg).take(
+            ROLLOUT_OFFSET + (args.round - 1) * args.problems, args.problems)
+        data = rollouts(policy, problems, args, run_dir, device, rollouts_made_by(args, run_dir))
     t_rollout = time.time() - t_start
     del policy
 
     # ---- the critic, fitted on the states of all but the held-out problems
-    states, mc = unflat(data["states"]), data["mc"]
-    held_prob = set(random.Random(args.seed).sample(
-        range(args.problems), max(1, int(args.problems * args.heldout_frac))))
-    heldout = torch.tensor([p in held_prob for p in data["state_problem"].tolist()])
+    heldout, n_held = heldout_split(data, args)
     tr_idx = (~heldout).nonzero().squeeze(1).tolist()
-    const = float(mc[tr_idx].mean())  # the constant predictor: mean MC of training states
+    const = float(data["mc"][tr_idx].mean())  # the constant predictor: training states' mean MC
     const = min(max(const, 1e-4), 1 - 1e-4)  # finite log-odds even if every MC is 0 or 1
     if not args.report_only:
-        step = fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device)
-        save_checkpoint(critic_path(run_dir, args.round), critic, step=step,
-                        stage=f"critic_{args.round}", args=args_dict(args),
+        step = fit_critic(critic, unflat(data["states"]), data, data["mc"], tr_idx, const, args,
+                          run_dir, device)
+        save_checkpoint(out, critic, step=step, stage=f"critic_{args.round}",
+                        args=args_dict(args), made_by=critic_made_by(args, run_dir),
                         **task_record(cfg, data_seed))
     critic.eval()
-
-    # ---- held-out report
-    h = critic_heldout(state_values(critic, states, EOT_ID), data, heldout, const)
-    print(critic_report(h, len(held_prob), data["rewards"].shape[1]))
-    plot_calibration(h["calibration"], run_dir / f"critic_{args.round}_calibration.png")
-    record = {"heldout": h, "states": len(states), "train_states": len(tr_idx),
-              "mean_mc": float(mc.mean()), "gen_accuracy": data["gen_accuracy"],
-              "generated_tokens": data["generated_tokens"] + data["completion_tokens"],
-              "rollout_time_s": t_rollout, "wall_time_s": time.time() - t_start}
+    record = report(critic, data, heldout, n_held, const, run_dir, args)
+    record.update(rollout_time_s=t_rollout, wall_time_s=time.time() - t_start)
     if args.report_only:  # keep what the training run measured about itself
         old = read_results(run_dir).get(f"critic_{args.round}", {})
         record.update({k: old[k] for k in ("rollout_time_s", "wall_time_s") if k in old})

@@ -19,16 +19,21 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from artifacts import task_of, task_record, update_results
-from common import (UserError, add_device_arg, add_model_args, add_preset_arg, args_dict,
-                    friendly_errors, load_model, log_metrics, parse_with_preset, positive,
-                    prepare_run_dir, save_checkpoint)
+from artifacts import (current_record, made_by, read_results, stamp, task_of, task_record,
+                       up_to_date, update_results)
+from common import (UserError, add_device_arg, add_force_arg, add_model_args, add_preset_arg,
+                    args_dict, build_model, fraction, friendly_errors, load_model, log_metrics,
+                    parse_with_preset, positive, prepare_run_dir, save_checkpoint)
 from dapo import evaluate_splits
-from data import EOT_ID, VOCAB_SIZE, TaskConfig, TrainProblems, encode
-from model import GPT, GPTConfig, autocast, pick_device
+from data import EOT_ID, VOCAB_SIZE, TaskConfig, TrainProblems, encode, max_tokens
+from model import GPTConfig, autocast, pick_device
 from report import policy_table
 
 TASK = TaskConfig()  # the defaults of the task flags
+# The flags that change what sft.pt holds (its provenance, artifacts.made_by).
+MADE_BY = ("seed", "min_steps", "max_steps", "ood_steps", "fuse_prob", "n_layer", "n_embd",
+           "n_head", "steps", "batch_size", "lr", "warmup", "decay_frac", "weight_decay",
+           "compile")
 
 
 def get_args(argv=None):
@@ -39,6 +44,7 @@ def get_args(argv=None):
     add_device_arg(g)
     g.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     add_preset_arg(g)
+    add_force_arg(g)
     g = p.add_argument_group("task (data.TaskConfig)")
     g.add_argument("--min-steps", type=int, default=TASK.min_steps,
                    help=f"fewest operations per problem ({TASK.min_steps})")
@@ -66,16 +72,30 @@ def get_args(argv=None):
                    "run's splits and print the table; writes no file")
     g.add_argument("--log-every", type=int, default=100, help="steps between log lines")
     args = parse_with_preset(p, argv, "model", "sft")
-    for name in ("steps", "batch_size", "eval_n", "n_layer", "n_embd", "n_head", "log_every"):
-        positive(name.replace("_", "-"), getattr(args, name))
-    positive("warmup", args.warmup, allow_zero=True)
-    if args.lr <= 0:
-        raise UserError(f"--lr must be positive, got {args.lr}")
-    if not 0.0 <= args.decay_frac <= 1.0:
-        raise UserError(f"--decay-frac must be between 0 and 1, got {args.decay_frac}")
-    if not 0.0 <= args.fuse_prob <= 1.0:
-        raise UserError(f"--fuse-prob must be between 0 and 1, got {args.fuse_prob}")
+    check_args(args)
     return args
+
+
+def check_args(args) -> None:
+    """Every numeric flag finite and in range, and the longest problem inside the model."""
+    for name in ("steps", "batch_size", "eval_n", "n_layer", "n_embd", "n_head", "log_every",
+                 "min_steps", "max_steps", "ood_steps", "lr"):
+        positive(name.replace("_", "-"), getattr(args, name))
+    for name in ("warmup", "weight_decay", "show_failures"):
+        positive(name.replace("_", "-"), getattr(args, name), allow_zero=True)
+    fraction("decay-frac", args.decay_frac)
+    fraction("fuse-prob", args.fuse_prob)
+    if args.min_steps > args.max_steps:
+        raise UserError(f"--min-steps ({args.min_steps}) cannot exceed --max-steps "
+                        f"({args.max_steps})")
+    block = GPTConfig.block_size
+    for name in ("max_steps", "ood_steps"):
+        n = getattr(args, name)
+        if max_tokens(n) - 1 > block:
+            most = max(k for k in range(1, n) if max_tokens(k) - 1 <= block)
+            raise UserError(f"--{name.replace('_', '-')} {n}: a problem of {n} operations takes "
+                            f"up to {max_tokens(n)} tokens, more than the model's "
+                            f"{block + 1}; use at most {most}")
 
 
 def batch(problems, device, rng: random.Random, fuse_prob: float):
@@ -150,6 +170,9 @@ def train(model, args, cfg: TaskConfig, device, run_dir: Path) -> tuple[float, i
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             n = (step % args.log_every) + 1
             avg = loss_sum.item() / n  # one host sync per interval
+            if not math.isfinite(avg):
+                raise UserError(f"the SFT loss became {avg} by step {step + 1}; nothing was "
+                                "saved: lower --lr")
             loss_sum.zero_()
             dt = time.time() - t0
             bar.write(f"step {step + 1}/{args.steps} | avg loss {avg:.4f} | "
@@ -165,20 +188,28 @@ def main(argv=None):
     if args.evaluate:
         return evaluate_checkpoint(args, device)
     run_dir = prepare_run_dir(args.run_dir)
+    read_results(run_dir)  # a malformed results.json stops here, not after training
+    t_start, out = time.time(), run_dir / "sft.pt"
+    want = made_by("sft", args, MADE_BY, {})
+    if up_to_date(out, want, args.force, "policy checkpoint") is not None:
+        record = current_record(run_dir, "sft", stamp(out, eval_n=args.eval_n))
+        if record is not None:
+            print(f"{out} and its results are up to date with these flags: skipped")
+            return record
     cfg = TaskConfig(min_steps=args.min_steps, max_steps=args.max_steps,
                      ood_steps=args.ood_steps, fuse_prob=args.fuse_prob)
     torch.manual_seed(args.seed)
-    model = GPT(GPTConfig(vocab_size=VOCAB_SIZE, n_layer=args.n_layer, n_embd=args.n_embd,
-                          n_head=args.n_head))
-    model.to(device)
+    model = build_model(GPTConfig(vocab_size=VOCAB_SIZE, n_layer=args.n_layer,
+                                  n_embd=args.n_embd, n_head=args.n_head), device)
     print(f"pi_ref: {model.num_params() / 1e6:.2f}M parameters on {device}; task {cfg}")
     train_time, tokens = train(model, args, cfg, device, run_dir)
-    save_checkpoint(run_dir / "sft.pt", model, step=args.steps, stage="sft",
-                    args=args_dict(args), **task_record(cfg, args.seed))
-    print(f"saved {run_dir / 'sft.pt'} after {train_time:.0f} s of training")
+    save_checkpoint(out, model, step=args.steps, stage="sft", args=args_dict(args),
+                    made_by=want, **task_record(cfg, args.seed))
+    print(f"saved {out} after {train_time:.0f} s of training")
     model.eval()
     record = evaluate_all(model, cfg, args.seed, args, device, "pi_ref (sft)")
-    record.update(train_time_s=train_time, train_tokens=tokens, params=model.num_params())
+    record.update(train_time_s=train_time, train_tokens=tokens, params=model.num_params(),
+                  wall_time_s=time.time() - t_start, made_by=stamp(out, eval_n=args.eval_n))
     update_results(run_dir, "sft", record)
     print(f"results in {run_dir / 'results.json'} under 'sft'")
     return record

@@ -14,25 +14,9 @@ import pipeline
 import train_actor
 import train_critic
 import train_sft
-from common import friendly_errors
+from tiny import ACTOR, CRITIC, SFT, run
 
 ROOT = Path(__file__).resolve().parents[1]
-SFT = ["--steps", "40", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--eval-n", "12",
-       "--batch-size", "16", "--min-steps", "1", "--max-steps", "2", "--ood-steps", "3",
-       "--log-every", "10", "--device", "cpu", "--lr", "1e-2"]
-CRITIC = ["--problems", "12", "--n1", "4", "--n", "2", "--K", "3", "--epochs", "1",
-          "--chunk", "5", "--batch-size", "8", "--device", "cpu"]
-ACTOR = ["--eval-n", "12", "--adv-threshold", "0", "--device", "cpu", "--log-every", "2"]
-
-
-def run(main, argv, capsys=None):
-    """Call a script's main as its __main__ does (friendly errors); return (code, err)."""
-    try:
-        with friendly_errors():
-            main(argv)
-    except SystemExit as e:
-        return e.code, capsys.readouterr().err if capsys else ""
-    return 0, capsys.readouterr().err if capsys else ""
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +125,11 @@ def test_pipeline_smoke(tmp_path, capsys):
     res = json.loads((d / "results.json").read_text())
     assert {"sft", "critic_1", "dapo_1", "critic_2", "dapo_2"} <= set(res)
     assert "dapo_2" in out and "wall s" in out
-    # everything exists: a second invocation skips every stage
-    pipeline.main(["--run-dir", str(d), "--rounds", "2", "--device", "cpu"])
-    assert capsys.readouterr().out.count("skipped") == 5
+    # everything exists, made by these flags: a second invocation skips every stage
+    pipeline.main(["--run-dir", str(d), "--rounds", "2", "--device", "cpu",
+                   "--sft-args", " ".join(SFT), "--critic-args", " ".join(CRITIC),
+                   "--actor-args", " ".join(ACTOR)])
+    assert capsys.readouterr().out.count("up to date with these flags: skipped") == 5
     pipeline.main(["--summarize", str(d), str(d)])
     out = capsys.readouterr().out
     assert "2 runs" in out and "± " in out
@@ -179,8 +165,8 @@ def test_sft_evaluate_reproduces_and_writes_nothing(sft_dir, tmp_path, capsys):
     (["--n-embd", "0"], "--n-embd must be positive"),
     (["--device", "nonsense"], "unknown device"),
     (["--lr", "0"], "--lr must be positive"),
-    (["--decay-frac", "1.5"], "--decay-frac must be between 0 and 1"),
-    (["--fuse-prob", "-0.2"], "--fuse-prob must be between 0 and 1"),
+    (["--decay-frac", "1.5"], "--decay-frac must be in [0, 1]"),
+    (["--fuse-prob", "-0.2"], "--fuse-prob must be in [0, 1]"),
 ])
 def test_sft_bad_input(tmp_path, capsys, argv, phrase):
     """Guards against tracebacks or half-written files on bad flags."""
@@ -214,8 +200,8 @@ def test_critic_bad_input(sft_dir, tmp_path, capsys):
     for argv, phrase in [(["--K", "0"], "--K must be positive"),
                          (["--n1", "-1"], "--n1 must be positive"),
                          (["--n", "9", "--n1", "4"], "cannot exceed"),
-                         (["--lm-coef", "-1"], "--lm-coef at least 0"),
-                         (["--surprisal-lr", "0"], "--surprisal-lr positive")]:
+                         (["--lm-coef", "-1"], "--lm-coef must be zero or more"),
+                         (["--surprisal-lr", "0"], "--surprisal-lr must be positive")]:
         code, err = run(train_critic.main, ["--run-dir", str(empty)] + CRITIC + argv, capsys)
         assert code == 2 and phrase in err, err
     bad = tmp_path / "bad"
@@ -246,9 +232,9 @@ def test_actor_bad_input(sft_dir, tmp_path, capsys):
     code, err = run(train_actor.main, ["--run-dir", str(d)] + ACTOR, capsys)
     assert code == 2 and "critic" in err
     # rollouts made from another pi_ref: retrain the SFT model with another step count
-    train_sft.main(["--run-dir", str(d)] + SFT[:1] + ["30"] + SFT[2:])
+    train_sft.main(["--run-dir", str(d), "--force"] + SFT[:1] + ["30"] + SFT[2:])
     code, err = run(train_actor.main, ["--run-dir", str(d)] + ACTOR, capsys)
-    assert code == 2 and "another pi_ref" in err
+    assert code == 2 and "rollouts_1.pt was not made from the sft.pt now in" in err
 
 
 def test_script_error_has_no_traceback(tmp_path):
@@ -321,7 +307,7 @@ def test_paper_flag_is_the_papers_critic_recipe(tmp_path, capsys):
                                         "1"], capsys)
     assert code == 2 and "--paper sets --lm-coef 0.0" in err
     args = pipeline.get_args(["--paper", "--run-dir", str(tmp_path)])
-    argvs = {name: argv for name, _, _, argv in pipeline.stages(args, tmp_path)}
+    argvs = {name: argv for name, _, argv in pipeline.stages(args, tmp_path)}
     assert [n for n, a in argvs.items() if "--paper" in a] == ["critic_1", "critic_2"]
 
 
@@ -342,4 +328,4 @@ def test_gpu_preset_is_one_definition_and_flags_still_win():
     assert (b.n_layer, b.batch, b.train_batch) == (8, 1024, 256)
     args = pipeline.get_args(["--preset", "gpu"])
     assert all(argv[argv.index("--preset") + 1] == "gpu"
-               for _, _, _, argv in pipeline.stages(args, Path("x")))
+               for _, _, argv in pipeline.stages(args, Path("x")))
