@@ -108,7 +108,7 @@ def step_spans(tokens: list[int]) -> list[tuple[int, int]]:
     """
     spans, start = [], 0
     for i, t in enumerate(tokens):
-        if t == NL_ID:
+        if t == NL_ID:  # the "\n" belongs to the step (paper silent: docs/paper.md §6)
             spans.append((start, i + 1))
             start = i + 1
     if start < len(tokens):

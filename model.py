@@ -268,7 +268,8 @@ class GPT(nn.Module):
         if self.value_head is None:
             raise ValueError("this model has no value head (GPTConfig.value_head=False)")
         h = self.hidden(idx)  # (B, T, C)
-        logit = self.value_head(h).squeeze(-1).float()  # (B, T)
+        logit = self.value_head(h).squeeze(-1).float()  # (B, T): the paper's head
+        # BEYOND THE PAPER (from here on): the surprisal input, docs/critic.md
         reads = hasattr(self, "value_head_gate")
         if not (reads or with_surprisal):
             return logit

@@ -31,7 +31,10 @@ from common import (UserError, add_round_args, args_dict, friendly_errors, load_
                     log_metrics, parse_with_preset, positive, prepare_run_dir, save_checkpoint)
 
 # The flags that change what actor_R.pt holds (artifacts.made_by).
-MADE_BY = ("seed", "beta", "adv_threshold", "lr", "critic", "epochs", "batch_pairs")
+MADE_BY = ("seed", "beta", "adv_threshold", "lr", "advantage", "epochs", "batch_pairs")
+# --advantage: the name its actor checkpoint and results record get (the variants never
+# replace DAPO's actor_R.pt, which is pi_ref of round R + 1)
+SUFFIX = {"critic": "", "oracle": "_oracle", "step-mc": "_step_mc", "response": "_response"}
 from dapo import advantages, dapo_loss, evaluate_splits, first_step, is_terminal
 from data import EOT_ID, decode, encode, parse_prompt, split_lines, verify
 from model import autocast, continuation_logprob, pack_continuations, pick_device
@@ -47,9 +50,12 @@ def get_args(argv=None):
     g.add_argument("--adv-threshold", type=float, default=0.1,
                    help="drop states whose max A - min A is below this (App. F.1)")
     g.add_argument("--lr", type=float, default=3e-5, help="actor AdamW learning rate")
-    g.add_argument("--critic", choices=("learned", "oracle"), default="learned",
-                   help="learned: critic_R.pt (DAPO); oracle: an ablation whose V(s∘a) is the "
-                   "verifier's per-step truth (privileged; shows the actor stage alone)")
+    g.add_argument("--advantage", choices=tuple(SUFFIX), default="critic",
+                   help="critic: eq. 13 with critic_R.pt (DAPO); oracle: an ablation whose "
+                   "V(s∘a) is the verifier's per-step truth (privileged); step-mc: a baseline, "
+                   "A = r_i - mean_j r_j from each continuation's own reward, no critic; "
+                   "response: a baseline, the whole response one action, A = r - mean r of "
+                   "the problem's K samples. Each but critic writes actor_R_<name>.pt")
     g.add_argument("--epochs", type=int, default=2, help="passes over the kept states")
     g.add_argument("--batch-pairs", type=int, default=128,
                    help="(state, action) pairs per step; whole states only")
@@ -63,27 +69,35 @@ def get_args(argv=None):
     return args
 
 
-def build_pairs(data: dict, critic, threshold: float) -> tuple[list[dict], dict]:
+def next_state_values(states, acts, critic) -> dict:
+    """The learned critic's V(s∘a) of every distinct non-terminal next state, keyed by
+    (state index, action tokens): one evaluation each."""
+    nxt, keys = [], []
+    for i, a_list in enumerate(acts):
+        for a in dict.fromkeys(map(tuple, a_list)):
+            if not is_terminal(list(a)):
+                keys.append((i, a))
+                nxt.append(states[i] + list(a))
+    values = state_values(critic, nxt, EOT_ID).tolist() if nxt else []
+    return dict(zip(keys, values))
+
+
+def build_pairs(data: dict, threshold: float, advantage: str = "critic",
+                critic=None) -> tuple[list[dict], dict]:
     """(state, action, advantage) groups, one per kept state, and filter statistics.
 
-    critic is the learned critic, or None for the oracle ablation (--critic oracle): then
-    V(s∘a) is 1 if every line of s∘a is right by the verifier's per-step truth, else 0 -
-    privileged information DAPO does not have, used only to show what the actor stage does
-    when the advantages carry signal."""
-    states, conts = unflat(data["states"]), unflat(data["continuations"])
-    K = data["rewards"].shape[1]
+    advantage "critic" is DAPO: eq. 13 with the learned critic's V(s∘a). "oracle" (an
+    ablation) puts in V(s∘a) = 1 if every line of s∘a is right by the verifier's per-step
+    truth, else 0: privileged information DAPO does not have. "step-mc" (a baseline, no
+    critic) puts in each continuation's own reward, a one-sample Monte Carlo value of its
+    first step (identical first steps pool their rewards), so A(s, a_i) = r_i - mean_j r_j."""
+    states, conts, rewards = unflat(data["states"]), unflat(data["continuations"]), \
+        data["rewards"]
+    K = rewards.shape[1]
     problems = [parse_prompt(p) for p in data["problems"]]
     sp = data["state_problem"].tolist()
-    # every distinct non-terminal next state s∘a gets one critic evaluation
     acts = [[first_step(conts[i * K + k]) for k in range(K)] for i in range(len(states))]
-    nxt, where = [], {}
-    for i, a_list in enumerate(acts):
-        for a in a_list:
-            key = (i, tuple(a))
-            if key not in where and not is_terminal(a):
-                where[key] = len(nxt)
-                nxt.append(states[i] + a)
-    v_next = state_values(critic, nxt, EOT_ID).tolist() if critic is not None and nxt else []
+    v_next = next_state_values(states, acts, critic) if advantage == "critic" else {}
     groups, n_terminal, ranked, rank_ok = [], 0, 0, 0
     for i, a_list in enumerate(acts):
         p = problems[sp[i]]
@@ -93,14 +107,15 @@ def build_pairs(data: dict, critic, threshold: float) -> tuple[list[dict], dict]
                     for a in a_list}  # the verifier on s∘a, once per distinct action
         vals = []
         for a in a_list:
-            v = verdicts[tuple(a)]
+            v, n_terminal = verdicts[tuple(a)], n_terminal + is_terminal(a)
             if is_terminal(a):  # WHERE THE PAPER IS SILENT (docs/paper.md §6): a finished
                 vals.append(v.reward)  # solution's value is the verifier's exact reward
-                n_terminal += 1
-            elif critic is None:  # BEYOND THE PAPER: the oracle ablation, all lines right
+            elif advantage == "oracle":  # BEYOND THE PAPER: an ablation, all lines right
                 vals.append(float(all(v.line_ok[:t + 1])))
-            else:
-                vals.append(v_next[where[(i, tuple(a))]])
+            elif advantage == "critic":
+                vals.append(v_next[(i, tuple(a))])
+        if advantage == "step-mc":  # BEYOND THE PAPER: a baseline without a critic
+            vals = pooled(a_list, rewards[i].tolist())
         adv = advantages(torch.tensor(vals))  # eq. 13, mean over all K samples
         uniq = {}
         for a, A in zip(a_list, adv.tolist()):
@@ -115,12 +130,54 @@ def build_pairs(data: dict, critic, threshold: float) -> tuple[list[dict], dict]
         if max(uniq.values()) - min(uniq.values()) >= threshold:  # App. F.1
             groups.append({"state": states[i], "actions": [list(a) for a in uniq],
                            "adv": list(uniq.values())})
-    stats = {"states": len(states), "kept_states": len(groups),
-             "kept_state_frac": len(groups) / max(1, len(states)),
-             "pairs": sum(len(g["actions"]) for g in groups),
-             "terminal_action_frac": n_terminal / max(1, len(states) * K),
-             "sibling_pairs": ranked, "sibling_rank_acc": rank_ok / max(1, ranked)}
-    return groups, stats
+    return groups, pair_stats(groups, len(states), n_terminal / max(1, len(states) * K),
+                              ranked, rank_ok)
+
+
+def pooled(actions: list, rewards: list[float]) -> list[float]:
+    """Each sample's reward replaced by the mean reward of the samples with the same action.
+
+        >>> pooled([[1], [2], [1]], [1.0, 0.0, 0.0])
+        [0.5, 0.0, 0.5]
+    """
+    by: dict = {}
+    for a, r in zip(actions, rewards):
+        by.setdefault(tuple(a), []).append(r)
+    return [sum(by[tuple(a)]) / len(by[tuple(a)]) for a in actions]
+
+
+def pair_stats(groups, n_states: int, terminal_frac: float, ranked: int, rank_ok) -> dict:
+    return {"states": n_states, "kept_states": len(groups),
+            "kept_state_frac": len(groups) / max(1, n_states),
+            "pairs": sum(len(g["actions"]) for g in groups),
+            "terminal_action_frac": terminal_frac, "sibling_pairs": ranked,
+            "sibling_rank_acc": rank_ok / ranked if ranked else None}
+
+
+def response_pairs(data: dict, threshold: float) -> tuple[list[dict], dict]:
+    """Response-level eq. 12, a baseline BEYOND THE PAPER that isolates what steps buy: one
+    state per problem, its bare prompt, whose actions are the K whole responses pi_ref
+    sampled from it (the A.2 continuations of that state, <|endoftext|> included), with
+    A = r - the mean reward of the K. No critic, no steps."""
+    states, conts, rewards = unflat(data["states"]), unflat(data["continuations"]), \
+        data["rewards"]
+    K = rewards.shape[1]
+    prompt_len = [len(encode(p)) for p in data["problems"]]
+    sp = data["state_problem"].tolist()
+    groups, n_prompts = [], 0
+    for i, s in enumerate(states):
+        if len(s) != prompt_len[sp[i]]:
+            continue  # not a bare prompt
+        n_prompts += 1
+        a_list = conts[i * K:(i + 1) * K]
+        adv = advantages(torch.tensor(pooled(a_list, rewards[i].tolist())))
+        uniq = {}
+        for a, A in zip(a_list, adv.tolist()):
+            uniq.setdefault(tuple(a), A)
+        if max(uniq.values()) - min(uniq.values()) >= threshold:
+            groups.append({"state": s, "actions": [list(a) for a in uniq],
+                           "adv": list(uniq.values())})
+    return groups, pair_stats(groups, n_prompts, 1.0, 0, 0)
 
 
 def state_batches(groups: list[dict], batch_pairs: int, rng: random.Random) -> list[list[int]]:
@@ -235,7 +292,7 @@ def inputs(args, run_dir) -> tuple[dict, list]:
     data = load_rollouts(run_dir, args.round)
     check_made_from(data, rolls, [pi_ref], fix)
     files = [pi_ref, rolls]
-    if args.critic == "learned":
+    if args.advantage == "critic":
         crit = critic_path(run_dir, args.round)
         ckpt = load_torch(crit, "critic checkpoint",
                           f"run train_critic.py --round {args.round} first")
@@ -250,7 +307,7 @@ def main(argv=None):
     run_dir = prepare_run_dir(args.run_dir, must_exist=True)
     read_results(run_dir)  # a malformed results.json stops here, not after training
     t_start = time.time()
-    suffix = "_oracle" if args.critic == "oracle" else ""  # the ablation never replaces DAPO's
+    suffix = SUFFIX[args.advantage]
     stage, out = f"dapo_{args.round}{suffix}", run_dir / f"actor_{args.round}{suffix}.pt"
     ref, pckpt = load_policy(run_dir, args.round, device)
     ref.eval()
@@ -262,11 +319,14 @@ def main(argv=None):
         if record is not None:
             print(f"{out} and its results are up to date with these flags: skipped")
             return record
-    critic = load_critic(run_dir, args.round, device)[0].eval() if suffix == "" else None
-
     # ---- B.1-B.3: actions, advantages (eq. 13), filters, cached reference log-probs
-    groups, stats = build_pairs(data, critic, args.adv_threshold)
-    del critic
+    if args.advantage == "response":
+        groups, stats = response_pairs(data, args.adv_threshold)
+    else:
+        critic = load_critic(run_dir, args.round, device)[0].eval() \
+            if args.advantage == "critic" else None
+        groups, stats = build_pairs(data, args.adv_threshold, args.advantage, critic)
+        del critic
     if not groups:
         raise UserError("no state passed the advantage filter; lower --adv-threshold or roll "
                         "out more problems")
@@ -274,9 +334,10 @@ def main(argv=None):
     print(f"round {args.round}: {stats['kept_states']}/{stats['states']} states kept "
           f"({stats['kept_state_frac']:.0%}) with {stats['pairs']} (state, action) pairs; "
           f"beta={args.beta}, lr={args.lr}")
-    print(f"advantage check: over {stats['sibling_pairs']} (right, wrong) sibling steps (the "
-          f"verifier's per-step truth), A ranks the right one higher "
-          f"{stats['sibling_rank_acc']:.1%} of the time (50 % = no signal)")
+    if stats["sibling_pairs"]:
+        print(f"advantage check: over {stats['sibling_pairs']} (right, wrong) sibling steps "
+              f"(the verifier's per-step truth), A ranks the right one higher "
+              f"{stats['sibling_rank_acc']:.1%} of the time (50 % = no signal)")
 
     # ---- B.4: the actor, initialised from pi_ref (whose log-probs are cached), on eq. 12
     t0 = time.time()
@@ -292,7 +353,7 @@ def main(argv=None):
     record = {s: {**after[s], "greedy_acc_before": before[s]} for s in ("val", "test", "ood")}
     record.update(filter=stats, train_time_s=train_time, wall_time_s=time.time() - t_start,
                   beta=args.beta, lr=args.lr, last_log=log[-1] if log else {},
-                  critic=args.critic, made_by=stamp(out, eval_n=args.eval_n))
+                  advantage=args.advantage, made_by=stamp(out, eval_n=args.eval_n))
     update_results(run_dir, stage, record)
     print(f"actor stage done in {time.time() - t_start:.0f} s; results.json['{stage}'] "
           "written")

@@ -288,6 +288,7 @@ def critic_step_loss(critic, examples, device, lm_coef: float = 0.0) -> tuple:
         if not lm_coef:
             bce = critic_loss(critic.value_logits(idx)[rows, cols], target)
             return bce, bce, torch.zeros_like(bce)
+        # BEYOND THE PAPER (--lm-coef): a next-token loss keeps the critic's LM pi_ref's
         logits, s = critic.value_logits(idx, with_surprisal=True)  # (B, T), (B, T-1)
     real = torch.arange(1, idx.shape[1], device=device) < lengths[:, None]  # not padding
     m = (critic.after_prompt(idx) & real).float()

@@ -113,7 +113,7 @@ def test_advantage_baseline_terminal_rule_and_filters_by_hand():
 def test_build_pairs_applies_terminal_rule_and_filters():
     """Guards against the actor's data builder diverging from the hand rules above: the same
     numbers must come out of train_actor.build_pairs on a real (tiny) rollout structure."""
-    from train_actor import build_pairs
+    from train_actor import build_pairs, response_pairs
     from artifacts import flat
 
     p = Problem(5, (("+", 3), ("*", 2)))  # "Q: 5+3*2\n", solution "5+3=8\nA: 8*2=16\n"
@@ -135,19 +135,31 @@ def test_build_pairs_applies_terminal_rule_and_filters():
             return out
 
     data = {"states": flat([s0, s1]), "continuations": flat(conts),
-            "rewards": torch.zeros(2, 2), "problems": [p.prompt],
+            "rewards": torch.tensor([[1.0, 0.0], [1.0, 0.0]]), "problems": [p.prompt],
             "state_problem": torch.tensor([0, 0])}
-    groups, stats = build_pairs(data, FakeCritic(), threshold=0.1)
+    groups, stats = build_pairs(data, 0.1, "critic", FakeCritic())
     assert stats["kept_states"] == 2 and stats["pairs"] == 4
     g0, g1 = groups
     assert g0["adv"] == pytest.approx([0.4, -0.4], abs=1e-3)  # 0.9 / 0.1 around mean 0.5
     assert g1["adv"] == pytest.approx([0.5, -0.5])  # terminal: verifier rewards 1 and 0
     assert decode(g1["actions"][0]) == "A: 8*2=16\n"
     assert stats["sibling_pairs"] == 2 and stats["sibling_rank_acc"] == 1.0
-    _, stats = build_pairs(data, FakeCritic(), threshold=0.95)
+    _, stats = build_pairs(data, 0.95, "critic", FakeCritic())
     assert stats["kept_states"] == 1  # only the exact terminal gap (1.0) survives
-    groups, _ = build_pairs(data, None, threshold=0.1)  # oracle ablation: per-step truth
+    groups, _ = build_pairs(data, 0.1, "oracle")  # oracle ablation: per-step truth
     assert groups[0]["adv"] == pytest.approx([0.5, -0.5])
+    # the critic-less baselines: each continuation's own reward, then whole responses
+    data["rewards"] = torch.tensor([[0.0, 0.0], [1.0, 0.0]])  # 5+3=8, yet the answer slipped
+    groups, stats = build_pairs(data, 0.0, "step-mc")
+    assert groups[0]["adv"] == [0.0, 0.0] and groups[1]["adv"] == pytest.approx([0.5, -0.5])
+    assert stats["sibling_rank_acc"] == 0.75  # a right step tied with its wrong sibling
+    groups, stats = response_pairs(data, 0.0)
+    assert stats["states"] == 1 and [decode(a) for a in groups[0]["actions"]] == [
+        decode(c) for c in conts[:2]]  # whole responses, <|endoftext|> included
+    assert groups[0]["adv"] == [0.0, 0.0]
+    data["rewards"][0] = torch.tensor([1.0, 0.0])
+    assert response_pairs(data, 0.0)[0][0]["adv"] == pytest.approx([0.5, -0.5])
+    assert response_pairs(data, 1.5)[0] == []  # the gap filter applies too
 
 
 def test_mc_estimate_matches_closed_form_within_binomial_ci():

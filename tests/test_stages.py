@@ -70,6 +70,11 @@ def test_critic_and_actor_smoke(sft_dir, tmp_path, capsys):
     rec = train_actor.main(["--run-dir", str(d)] + ACTOR)
     assert set(rec) >= {"val", "test", "ood", "filter"}
     assert (d / "actor_1.pt").exists()
+    for variant in ("step-mc", "response", "oracle"):  # the baselines and the ablation
+        rec = train_actor.main(["--run-dir", str(d), "--advantage", variant] + ACTOR)
+        name = variant.replace("-", "_")
+        assert (d / f"actor_1_{name}.pt").exists() and rec["advantage"] == variant
+        assert f"dapo_1_{name}" in json.loads((d / "results.json").read_text())
     res = json.loads((d / "results.json").read_text())
     assert {"sft", "critic_1", "dapo_1"} <= set(res)
     # a second round starts from the actor and the previous critic, whose head it keeps: asking
