@@ -50,7 +50,7 @@ from pathlib import Path
 import torch
 
 from artifacts import task_of
-from common import (UserError, add_device_arg, add_model_args, add_preset_arg,
+from common import (UserError, add_device_arg, add_model_args, add_preset_arg, build_model,
                     friendly_errors, load_model, parse_with_preset, positive)
 from dapo import max_solution_tokens, prefix_states
 from data import EOT_ID, VOCAB_SIZE, encode, eval_split
@@ -498,7 +498,8 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     res = describe_machine(cfg, args, device)
     torch.manual_seed(args.seed)
-    model = GPT(cfg).to(device).eval()
+    with friendly_errors():
+        model = build_model(cfg, device).eval()
     res["params"] = model.num_params()
     say(f"model: n_layer {cfg.n_layer}, n_embd {cfg.n_embd}, n_head {cfg.n_head}, "
         f"{res['params']:,} params | timing: median of {args.iters} after a warm-up")

@@ -284,8 +284,14 @@ def build_model(cfg: GPTConfig, device) -> GPT:
 
 def log_metrics(run_dir: Path, record: dict) -> None:
     """Append one JSON line to run_dir/metrics.jsonl (one line per logging interval)."""
-    with open(Path(run_dir) / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(finite_json({"time": round(time.time(), 3), **record}),
+                               allow_nan=False) + "\n")
+    except OSError as e:
+        raise UserError(f"could not append to {path} ({e.strerror}); free some space or pass "
+                        "another --run-dir and run the same command again") from None
 
 
 def args_dict(args) -> dict:
