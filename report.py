@@ -33,11 +33,15 @@ def pyplot():
     return plt
 
 
-def grid(header: list[str], rows: list[list[str]], first: int = 8, width: int = 8) -> str:
+def grid(header: list[str], rows: list[list[str]], first: int = 8,
+         width: int | list[int] = 8) -> str:
     """A plain-text table: the first column left-aligned in `first` characters, the others
-    right-aligned in `width` (or wider cells)."""
+    right-aligned in `width` (one width for all, or one per column)."""
+    widths = width if isinstance(width, list) else [width] * (len(header) - 1)
+
     def line(cells):
-        return " ".join([f"{cells[0]:{first}s}"] + [f"{c:>{width}s}" for c in cells[1:]])
+        return " ".join([f"{cells[0]:{first}s}"] + [f"{c:>{w}s}" for c, w in
+                                                    zip(cells[1:], widths)])
     return "\n".join(line(r).rstrip() for r in [header] + rows)
 
 
@@ -56,8 +60,8 @@ def policy_table(record: dict, n: int, label: str, failures=()) -> str:
              f"{r['two_op_lines']:.1%} ({pct(r['two_op_acc'], '.0%')})"]
             for s, r in record.items()]
     out = [f"\n{label}: accuracy on {n} problems per split",
-           grid(["split", "greedy", "sampled", "failures 1 / 2 / >2 wrong",
-                 "two-op lines (right)"], rows, width=9)]
+           grid(["split", "greedy", "sampled", "failures: 1 / 2 / >2 wrong lines",
+                 "two-op lines (right)"], rows, first=6, width=[7, 8, 33, 21])]
     if failures:
         out.append("\nsome wrong greedy test solutions (the verifier marks the wrong lines):")
         out += [show_failure(*f) for f in failures]
@@ -70,7 +74,8 @@ def before_after_table(before: dict, after: dict, n: int) -> str:
              f"{after[s]['greedy_acc'] - before[s]:+.1%}", pct(after[s]["two_op_lines"])]
             for s in SPLITS]
     return f"\ngreedy accuracy, {n} problems per split\n" + grid(
-        ["split", "pi_ref", "actor", "change", "actor's two-op lines"], rows)
+        ["split", "pi_ref", "actor", "change", "actor's two-op lines"], rows, first=6,
+        width=[7, 7, 7, 21])
 
 
 def stage_table(results: dict, walls: dict) -> str:

@@ -142,7 +142,9 @@ def test_pipeline_smoke(tmp_path, capsys):
     # accuracy, change from sft, two-operation lines, then critic diagnostics
     assert [r[0] for r in rows] == ["dapo_1", "dapo_2"] * 4
     assert all(len(r) == 1 + 3 * 3 for r in rows[2:6]), rows[2:6]  # 3 cells "m ± sd"
-    assert all(len(r) == 1 + 6 * 3 for r in rows[6:]), rows[6:]  # 6 cells "m ± sd", none "-"
+    # 6 cells "m ± sd"; the rank accuracy is "-" when no (right, wrong) sibling pair exists
+    ranked = [res[f"dapo_{r}"]["filter"]["sibling_pairs"] > 0 for r in (1, 2)]
+    assert [len(r) for r in rows[6:]] == [1 + 5 * 3 + (3 if k else 1) for k in ranked], rows[6:]
     sft_rows = [ln.split() for ln in out.splitlines() if ln.startswith("sft ")]
     assert len(sft_rows) == 2 and len(sft_rows[1]) == 1 + 3 * 3  # accuracy, two-op lines
 
