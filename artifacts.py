@@ -91,7 +91,8 @@ def difference(have, want: dict) -> str | None:
     for name, digest in want["inputs"].items():
         if have["inputs"].get(name) != digest:
             return (f"was made from another {name}" if digest else
-                    f"was made from a {name} that is no longer in the folder")
+                    f"was made from a {name} that is not in the folder (or is to be made "
+                    "again)")
     return None if have.get("stage") == want["stage"] else f"was made by {have.get('stage')}"
 
 

@@ -454,7 +454,10 @@ def main(argv=None):
     print(f"round {args.round}: pi_ref = {policy_path(run_dir, args.round)}; {args.problems} "
           f"problems, n1={args.n1}, n={args.n}, K={args.K}")
     data = existing_rollouts(args, run_dir)
-    if not args.report_only and up_to_date(out, critic_made_by(args, run_dir), args.force,
+    want = critic_made_by(args, run_dir)
+    if data is None:  # the rollouts are to be made (again): no critic can come from them yet
+        want["inputs"][rollouts_path(run_dir, args.round).name] = None
+    if not args.report_only and up_to_date(out, want, args.force,
                                            "critic checkpoint") is not None:
         record = current_record(run_dir, f"critic_{args.round}", stamp(out))
         if record is not None:

@@ -118,8 +118,23 @@ def test_a_critic_whose_rollouts_are_gone_stops_before_rolling_out(round1, tmp_p
     d = copy(round1, tmp_path)
     (d / "rollouts_1.pt").unlink()
     code, err = run(train_critic.main, ["--run-dir", str(d)] + CRITIC, capsys)
-    assert code == 2 and "critic_1.pt was made from a rollouts_1.pt that is no longer" in err
+    assert code == 2 and "critic_1.pt was made from a rollouts_1.pt that is not in the" in err
     assert not (d / "rollouts_1.pt").exists() and not (d / "rollouts_1.parts").exists()
+
+
+def test_force_with_another_rollout_flag_remakes_rollouts_and_critic(round1, tmp_path, capsys):
+    """Guards against --force keeping a critic whose rollouts it replaces: with another --K,
+    the rollouts are made again and so is the critic, from them (its own flags and its
+    starting network did not change, so only the rollouts' change can say it is stale)."""
+    d = copy(round1, tmp_path)
+    code, err = run(train_critic.main, ["--run-dir", str(d)] + CRITIC + ["--K", "2"], capsys)
+    assert code == 2 and "rollouts_1.pt was made with --K 3, not 2" in err
+    train_critic.main(["--run-dir", str(d), "--force"] + CRITIC + ["--K", "2"])
+    assert "skipped" not in capsys.readouterr().out
+    roll = torch.load(d / "rollouts_1.pt", weights_only=True)
+    critic = torch.load(d / "critic_1.pt", weights_only=True)
+    assert roll["rewards"].shape[1] == 2
+    assert critic["made_by"]["inputs"]["rollouts_1.pt"] == file_hash(d / "rollouts_1.pt")
 
 
 def test_pipeline_with_another_seed_on_a_finished_folder_stops(round1, tmp_path, capsys):
