@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from common import UserError, load_model, load_torch, save_json
+from dapo import evaluate_splits
 from data import TaskConfig
 
 # ----------------------------------------------------------------------------- file names
@@ -156,6 +157,21 @@ def load_policy(run_dir: Path, rnd: int, device):
     """pi_ref of round rnd (no value head), with its checkpoint dict."""
     return load_model(policy_path(run_dir, rnd), device, "reference policy checkpoint",
                       policy_hint(rnd), value_head=False)
+
+
+def pi_ref_accuracy(run_dir: Path, rnd: int, eval_n: int, cfg: TaskConfig, data_seed: int,
+                    device) -> dict:
+    """Greedy accuracy per split of round rnd's pi_ref: as the stage that made it recorded it
+    in results.json, or measured again when it was recorded with another eval_n."""
+    prev = read_results(run_dir).get(f"dapo_{rnd - 1}" if rnd > 1 else "sft", {})
+    before = {s: prev[s]["greedy_acc"] for s in ("val", "test", "ood")
+              if isinstance(prev.get(s), dict) and prev[s].get("n") == eval_n
+              and isinstance(prev[s].get("greedy_acc"), float)}
+    if len(before) == 3:
+        return before
+    ref, _ = load_policy(run_dir, rnd, device)
+    record, _ = evaluate_splits(ref.eval(), cfg, eval_n, data_seed)
+    return {s: r["greedy_acc"] for s, r in record.items()}
 
 
 def load_critic(run_dir: Path, rnd: int, device):

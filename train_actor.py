@@ -25,8 +25,9 @@ import torch
 from tqdm import tqdm
 
 from artifacts import (check_made_from, critic_path, current_record, load_critic, load_policy,
-                       load_rollouts, made_by, policy_path, read_results, rollouts_path, stamp,
-                       task_of, task_record, unflat, up_to_date, update_results)
+                       load_rollouts, made_by, pi_ref_accuracy, policy_path, read_results,
+                       rollouts_path, stamp, task_of, task_record, unflat, up_to_date,
+                       update_results)
 from common import (UserError, add_round_args, args_dict, friendly_errors, load_torch,
                     log_metrics, parse_with_preset, positive, prepare_run_dir, save_checkpoint)
 
@@ -270,20 +271,6 @@ def train(actor, groups: list[dict], stats: dict, args, run_dir, device) -> tupl
     return step, log
 
 
-def accuracy_before(run_dir, args, cfg, data_seed: int, device) -> dict:
-    """pi_ref's greedy accuracy per split: as the previous stage recorded it in results.json,
-    or measured again when it was recorded with another --eval-n."""
-    prev = read_results(run_dir).get(f"dapo_{args.round - 1}" if args.round > 1 else "sft", {})
-    before = {s: prev[s]["greedy_acc"] for s in ("val", "test", "ood")
-              if isinstance(prev.get(s), dict) and prev[s].get("n") == args.eval_n
-              and isinstance(prev[s].get("greedy_acc"), float)}
-    if len(before) == 3:
-        return before
-    ref, _ = load_policy(run_dir, args.round, device)
-    record, _ = evaluate_splits(ref.eval(), cfg, args.eval_n, data_seed)
-    return {s: r["greedy_acc"] for s, r in record.items()}
-
-
 def inputs(args, run_dir) -> tuple[dict, list]:
     """This round's rollouts, checked to come from pi_ref's current file, and the critic's
     path (none for the oracle ablation), checked to come from those rollouts."""
@@ -348,7 +335,7 @@ def main(argv=None):
 
     # ---- evaluation: greedy accuracy before (pi_ref) and after (the actor)
     after, _ = evaluate_splits(actor, cfg, args.eval_n, data_seed)
-    before = accuracy_before(run_dir, args, cfg, data_seed, device)
+    before = pi_ref_accuracy(run_dir, args.round, args.eval_n, cfg, data_seed, device)
     print(before_after_table(before, after, args.eval_n))
     record = {s: {**after[s], "greedy_acc_before": before[s]} for s in ("val", "test", "ood")}
     record.update(filter=stats, train_time_s=train_time, wall_time_s=time.time() - t_start,

@@ -1,0 +1,73 @@
+"""The baselines of the paper's comparison built so far: RFT (train_rft.py) by hand and as a
+smoke run. (The critic-less eq. 12 variants, train_actor.py --advantage, are in test_dapo.py.)"""
+
+import json
+
+import pytest
+import torch
+
+import train_critic
+import train_rft
+import train_sft
+from artifacts import flat, unflat
+from data import EOT_ID, Problem, encode
+from model import GPT, GPTConfig
+from tiny import CRITIC, SFT
+
+
+def test_correct_responses_keeps_each_right_answer_once():
+    """Guards against RFT training on wrong, partial or repeated responses: only whole
+    responses (kept A.1 samples and the bare prompt's continuations, never a later state's),
+    only the verifier's right ones, each once per problem, each closed by <|endoftext|>."""
+    p = Problem(5, (("+", 3), ("*", 2)))  # 5+3=8, A: 8*2=16
+    right, wrong = encode("5+3=8\nA: 8*2=16\n"), encode("5+3=9\nA: 9*2=18\n")
+    s0, s1 = encode(p.prompt), encode(p.prompt + "5+3=8\n")
+    data = {"states": flat([s0, s1]), "state_problem": torch.tensor([0, 0]),
+            "continuations": flat([right + [EOT_ID], wrong + [EOT_ID],  # s0: whole responses
+                                   encode("A: 8*2=16\n") + [EOT_ID], [EOT_ID]]),  # s1: endings
+            "rewards": torch.tensor([[1.0, 0.0], [1.0, 0.0]]), "problems": [p.prompt],
+            "responses": flat([right]), "resp_states": flat([[0, 1]])}
+    prompts, responses, looked_at = train_rft.correct_responses(data)
+    assert looked_at == 3  # the kept response and s0's two continuations
+    assert responses == [right + [EOT_ID]] and prompts == [s0]
+
+
+def test_rft_loss_is_the_mean_response_token_cross_entropy():
+    """Guards against a loss that also predicts the prompt, skips the stop token, or sums
+    instead of averaging: by hand from the model's own next-token probabilities."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16))
+    prompts, responses = [[65, 10], [66, 67, 10]], [[49, 50, EOT_ID], [51, EOT_ID]]
+    loss, n = train_rft.rft_loss(model, prompts, responses, torch.device("cpu"))
+    nll = []
+    for p, r in zip(prompts, responses):
+        seq = torch.tensor([p + r])
+        logp = torch.log_softmax(model(seq)[0][0], dim=-1)
+        nll += [-float(logp[len(p) + j - 1, t]) for j, t in enumerate(r)]
+    assert n == 5 and float(loss) == pytest.approx(sum(nll) / len(nll), rel=1e-5)
+
+
+def test_rft_smoke_and_reuse(tmp_path, capsys):
+    """Guards against train_rft.py not training on the round's rollouts or not writing its
+    checkpoint and record; run again with the same flags, it is reused. The tiny policy
+    solves nothing, which gets one sentence; one right response written into its rollouts
+    then gives RFT something to learn."""
+    from data import parse_prompt
+    from tiny import run
+    d = tmp_path / "run"
+    train_sft.main(["--run-dir", str(d)] + SFT)
+    train_critic.main(["--run-dir", str(d)] + CRITIC)
+    argv = ["--run-dir", str(d), "--eval-n", "12", "--device", "cpu", "--log-every", "1"]
+    code, err = run(train_rft.main, argv, capsys)
+    assert code == 2 and "is correct, so RFT has nothing to train on" in err
+    data = torch.load(d / "rollouts_1.pt", weights_only=True)
+    conts = unflat(data["continuations"])
+    conts[0] = encode(parse_prompt(data["problems"][0]).solution) + [EOT_ID]  # state 0: bare
+    data["continuations"] = flat(conts)
+    torch.save(data, d / "rollouts_1.pt")
+    rec = train_rft.main(argv)
+    res = json.loads((d / "results.json").read_text())["rft_1"]
+    assert (d / "actor_1_rft.pt").exists() and res["responses"] == rec["responses"] == 1
+    assert set(rec) >= {"val", "test", "ood", "candidates", "made_by"}
+    train_rft.main(argv)
+    assert "up to date with these flags: skipped" in capsys.readouterr().out
