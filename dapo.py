@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from data import (EOT_ID, NL_ID, OPS, Problem, TaskConfig, Verdict, decode, encode, eval_split,
-                  parse_prompt, split_lines, verify)
+from data import (EOT_ID, NL_ID, OPS, Problem, TaskConfig, TrainProblems, Verdict, decode, encode,
+                  eval_split, parse_prompt, split_lines, verify)
 from model import GPT, generate
 
 # ----------------------------------------------------------------------------- evaluation
@@ -94,6 +94,15 @@ def evaluate_splits(model: GPT, cfg: TaskConfig, n: int, data_seed: int,
         if split == "test":
             shown = fails
     return record, shown
+
+
+ROLLOUT_OFFSET = 10_000_000  # the RL stages' training problems start here, far past SFT's
+
+
+def round_problems(data_seed: int, cfg: TaskConfig, rnd: int, n: int) -> list[Problem]:
+    """The n training problems of RL round rnd, the same for DAPO's rollouts and for the
+    baselines: train items ROLLOUT_OFFSET + (rnd - 1) * n onwards."""
+    return TrainProblems(data_seed, cfg).take(ROLLOUT_OFFSET + (rnd - 1) * n, n)
 
 
 # ----------------------------------------------------------------------------- steps and states

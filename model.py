@@ -324,14 +324,20 @@ def pack_continuations(prefixes: list[list[int]], continuations: list[list[int]]
     return idx, mask
 
 
-def continuation_logprob(model: GPT, idx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Summed log-prob (B,) of the tokens where mask (B, T) is 1, each given everything before
-    it. Differentiable; the one log-prob implementation every stage uses. Sums, not means:
-    DAPO's log pi(a|s) is the sum over the action's tokens (no length normalisation)."""
+def token_logprobs(model: GPT, idx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Log-prob (B, T-1) of each token idx[:, 1:] given everything before it, zero where
+    mask[:, 1:] is 0. Differentiable; the one log-prob implementation every stage uses."""
     logits = model(idx[:, :-1])[0]  # (B, T-1, V): predicts idx[:, 1:]
     logp = -F.cross_entropy(logits.flatten(0, 1).float(), idx[:, 1:].flatten(),
                             reduction="none").view_as(idx[:, 1:])  # (B, T-1)
-    return (logp * mask[:, 1:]).sum(dim=1)
+    return logp * mask[:, 1:]
+
+
+def continuation_logprob(model: GPT, idx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Summed log-prob (B,) of the tokens where mask (B, T) is 1, each given everything before
+    it. Sums, not means: DAPO's log pi(a|s) is the sum over the action's tokens (no length
+    normalisation)."""
+    return token_logprobs(model, idx, mask).sum(dim=1)
 
 
 @torch.no_grad()

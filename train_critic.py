@@ -42,12 +42,11 @@ from common import (UserError, add_round_args, args_dict, fraction, friendly_err
                     load_model, load_torch, log_metrics, parse_with_preset, positive,
                     prepare_run_dir, save_checkpoint, save_torch)
 from dapo import (balanced_pick, complete, critic_loss, max_solution_tokens, mc_value,
-                  prefix_states)
-from data import EOT_ID, NL_ID, Problem, TrainProblems, decode, encode, verify
+                  prefix_states, round_problems)
+from data import EOT_ID, NL_ID, Problem, decode, encode, verify
 from model import autocast, generate, pack, pick_device, state_values
 from report import critic_heldout, critic_report, plot_calibration
 
-ROLLOUT_OFFSET = 10_000_000  # DAPO's training problems: train indices from here, per round
 # The flags that change what rollouts_R.pt and critic_R.pt hold (artifacts.made_by).
 ROLLOUT_FLAGS = ("round", "seed", "problems", "n1", "n", "K", "sample_batch", "chunk")
 CRITIC_FLAGS = ("seed", "heldout_frac", "targets", "head", "lm_coef", "epochs", "batch_size",
@@ -465,8 +464,7 @@ def main(argv=None):
             return record
     critic = initial_critic(run_dir, args, device)
     if data is None:
-        problems = TrainProblems(data_seed, cfg).take(
-            ROLLOUT_OFFSET + (args.round - 1) * args.problems, args.problems)
+        problems = round_problems(data_seed, cfg, args.round, args.problems)
         data = rollouts(policy, problems, args, run_dir, device, rollouts_made_by(args, run_dir))
     t_rollout = time.time() - t_start
     del policy

@@ -2,6 +2,7 @@
 smoke run. (The critic-less eq. 12 variants, train_actor.py --advantage, are in test_dapo.py.)"""
 
 import json
+import math
 
 import pytest
 import torch
@@ -70,4 +71,56 @@ def test_rft_smoke_and_reuse(tmp_path, capsys):
     assert (d / "actor_1_rft.pt").exists() and res["responses"] == rec["responses"] == 1
     assert set(rec) >= {"val", "test", "ood", "candidates", "made_by"}
     train_rft.main(argv)
+    assert "up to date with these flags: skipped" in capsys.readouterr().out
+
+
+def test_grpo_advantage_and_loss_by_hand():
+    """Guards against GRPO's group normalisation, clipping or KL term drifting from their
+    definitions: a hand-worked batch of two responses."""
+    import train_grpo
+    adv = train_grpo.group_advantages(torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0] * 4]))
+    sd = float(torch.tensor([1.0, 1.0, 0.0, 0.0]).std())  # the unbiased std of the group
+    assert adv[0].tolist() == pytest.approx([0.5 / (sd + 1e-4)] * 2 + [-0.5 / (sd + 1e-4)] * 2)
+    assert adv[1].tolist() == [0.0] * 4  # all equal: no signal
+    old = torch.zeros(2, 3)
+    logp = torch.log(torch.tensor([[1.5, 1.0, 1.0], [0.5, 1.1, 1.0]]))  # ratios
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    a = torch.tensor([1.0, -1.0])
+    # response 1: min(1.5, 1.2) * 1 = 1.2 and 1.0 -> mean 1.1; response 2: min(-0.5, -0.8),
+    # min(-1.1, -1.1), min(-1, -1) -> mean (-0.8 - 1.1 - 1) / 3; the loss is minus their mean
+    want = -(1.1 + (-0.8 - 1.1 - 1.0) / 3) / 2
+    got = train_grpo.grpo_loss(logp, old, logp, mask, a, clip=0.2, kl=0.5)  # ref = pi: KL 0
+    assert float(got) == pytest.approx(want)
+    ref = logp - 0.3  # pi_ref below pi everywhere: k3 = e^-0.3 + 0.3 - 1 per token
+    k3 = math.exp(-0.3) + 0.3 - 1
+    got = train_grpo.grpo_loss(logp, old, ref, mask, a, clip=0.2, kl=0.5)
+    assert float(got) == pytest.approx(want + 0.5 * k3)
+
+
+def test_grpo_ratio_is_one_before_the_first_update_and_smoke(tmp_path, capsys):
+    """Guards against old log-probs taken from another policy than the one that sampled (the
+    probability ratio must be exactly 1 before the first update), and against train_grpo.py
+    not spending its budget, not recording its curve or not writing its files."""
+    import train_grpo
+    from artifacts import load_policy
+    from data import TaskConfig, TrainProblems
+    d = tmp_path / "run"
+    train_sft.main(["--run-dir", str(d)] + SFT)
+    policy, _ = load_policy(d, 1, "cpu")
+    args = train_grpo.get_args(["--G", "4"])
+    problems = TrainProblems(0, TaskConfig(min_steps=1, max_steps=2, ood_steps=3)).take(0, 3)
+    b = train_grpo.sample_groups(policy.eval(), policy, problems, args,
+                                 torch.Generator().manual_seed(0), torch.device("cpu"))
+    logp = train_grpo.token_logprobs(policy, b["idx"], b["mask"])
+    assert torch.equal(logp, b["old"]) and torch.equal(b["old"], b["ref"])
+    assert b["adv"].shape == (12,) and b["tokens"] == int(b["mask"].sum()) - int(
+        (b["idx"][:, 1:][b["mask"][:, 1:] > 0] == EOT_ID).sum())  # stops are not generated
+    argv = ["--run-dir", str(d), "--G", "4", "--batch-problems", "4", "--budget", "600",
+            "--eval-every", "300", "--eval-n", "12", "--device", "cpu"]
+    rec = train_grpo.main(argv)
+    assert rec["generated_tokens"] >= 600 and len(rec["curve"]) >= 2
+    assert rec["curve"][-1]["test"] == rec["test"]["greedy_acc"]
+    assert (d / "actor_1_grpo.pt").exists() and "grpo_1" in json.loads(
+        (d / "results.json").read_text())
+    train_grpo.main(argv)
     assert "up to date with these flags: skipped" in capsys.readouterr().out

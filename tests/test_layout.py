@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("train_sft", "train_critic", "train_actor", "train_rft", "pipeline", "bench")
+STAGES = ("train_sft", "train_critic", "train_actor", "train_rft", "train_grpo", "pipeline",
+          "bench")
 SOURCES = sorted(ROOT.glob("*.py")) + sorted((ROOT / "tests").glob("*.py"))
 
 
