@@ -32,7 +32,6 @@ from pathlib import Path
 import torch
 
 from common import UserError, load_model, load_torch, save_json
-from dapo import evaluate_splits
 from data import TaskConfig
 
 # ----------------------------------------------------------------------------- file names
@@ -115,6 +114,19 @@ def up_to_date(path: Path, want: dict, force: bool, what: str) -> dict | None:
                     "then ask for --force too), or use a new --run-dir")
 
 
+def reusable(run_dir: Path, out: Path, stage: str, want: dict, force: bool, what: str,
+             **settings) -> dict | None:
+    """The stage's results record when out was made by exactly want and the record measured
+    out with these settings: the stage has nothing to do. None when it must run; one
+    sentence (up_to_date) when out was made otherwise and --force is not given."""
+    if up_to_date(out, want, force, what) is not None:
+        record = current_record(run_dir, stage, stamp(out, **settings))
+        if record is not None:
+            print(f"{out} and its results are up to date with these flags: skipped")
+            return record
+    return None
+
+
 def check_made_from(obj: dict, path: Path, inputs: list[Path], fix: str) -> None:
     """Stop with one sentence unless the artifact obj (read from path) records exactly the
     current content of each input file."""
@@ -157,21 +169,6 @@ def load_policy(run_dir: Path, rnd: int, device):
     """pi_ref of round rnd (no value head), with its checkpoint dict."""
     return load_model(policy_path(run_dir, rnd), device, "reference policy checkpoint",
                       policy_hint(rnd), value_head=False)
-
-
-def pi_ref_accuracy(run_dir: Path, rnd: int, eval_n: int, cfg: TaskConfig, data_seed: int,
-                    device) -> dict:
-    """Greedy accuracy per split of round rnd's pi_ref: as the stage that made it recorded it
-    in results.json, or measured again when it was recorded with another eval_n."""
-    prev = read_results(run_dir).get(f"dapo_{rnd - 1}" if rnd > 1 else "sft", {})
-    before = {s: prev[s]["greedy_acc"] for s in ("val", "test", "ood")
-              if isinstance(prev.get(s), dict) and prev[s].get("n") == eval_n
-              and isinstance(prev[s].get("greedy_acc"), float)}
-    if len(before) == 3:
-        return before
-    ref, _ = load_policy(run_dir, rnd, device)
-    record, _ = evaluate_splits(ref.eval(), cfg, eval_n, data_seed)
-    return {s: r["greedy_acc"] for s, r in record.items()}
 
 
 def load_critic(run_dir: Path, rnd: int, device):

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from artifacts import read_results, read_times, unflat
+from artifacts import load_policy, read_results, read_times, unflat
 from common import UserError
-from dapo import critic_loss, mc_noise, show_failure
-from data import first_wrong
+from dapo import critic_loss, evaluate_splits, mc_noise, show_failure
+from data import TaskConfig, first_wrong
 
 SPLITS = ("val", "test", "ood")
 
@@ -76,6 +76,31 @@ def before_after_table(before: dict, after: dict, n: int) -> str:
     return f"\ngreedy accuracy, {n} problems per split\n" + grid(
         ["split", "pi_ref", "actor", "change", "actor's two-op lines"], rows, first=6,
         width=[7, 7, 7, 21])
+
+
+def pi_ref_accuracy(run_dir: Path, rnd: int, eval_n: int, cfg: TaskConfig, data_seed: int,
+                    device) -> dict:
+    """Greedy accuracy per split of round rnd's pi_ref: as the stage that made it recorded it
+    in results.json, or measured again when it was recorded with another eval_n."""
+    prev = read_results(run_dir).get(f"dapo_{rnd - 1}" if rnd > 1 else "sft", {})
+    before = {s: prev[s]["greedy_acc"] for s in ("val", "test", "ood")
+              if isinstance(prev.get(s), dict) and prev[s].get("n") == eval_n
+              and isinstance(prev[s].get("greedy_acc"), float)}
+    if len(before) == 3:
+        return before
+    ref, _ = load_policy(run_dir, rnd, device)
+    record, _ = evaluate_splits(ref.eval(), cfg, eval_n, data_seed)
+    return {s: r["greedy_acc"] for s, r in record.items()}
+
+
+def accuracy_vs_pi_ref(model, run_dir, rnd: int, eval_n: int, cfg, data_seed: int,
+                       device) -> dict:
+    """A trained policy's greedy accuracy per split next to its pi_ref's, printed as a table;
+    returns the split records of results.json, each with greedy_acc_before."""
+    after, _ = evaluate_splits(model, cfg, eval_n, data_seed)
+    before = pi_ref_accuracy(run_dir, rnd, eval_n, cfg, data_seed, device)
+    print(before_after_table(before, after, eval_n))
+    return {s: {**after[s], "greedy_acc_before": before[s]} for s in SPLITS}
 
 
 def stage_table(results: dict, walls: dict) -> str:

@@ -24,10 +24,9 @@ import time
 import torch
 from tqdm import tqdm
 
-from artifacts import (check_made_from, critic_path, current_record, load_critic, load_policy,
-                       load_rollouts, made_by, pi_ref_accuracy, policy_path, read_results,
-                       rollouts_path, stamp, task_of, task_record, unflat, up_to_date,
-                       update_results)
+from artifacts import (check_made_from, critic_path, load_critic, load_policy, load_rollouts,
+                       made_by, policy_path, read_results, reusable, rollouts_path, stamp, task_of,
+                       task_record, unflat, update_results)
 from common import (UserError, add_round_args, args_dict, friendly_errors, load_torch,
                     log_metrics, parse_with_preset, positive, prepare_run_dir, save_checkpoint)
 
@@ -36,11 +35,11 @@ MADE_BY = ("seed", "beta", "adv_threshold", "lr", "advantage", "epochs", "batch_
 # --advantage: the name its actor checkpoint and results record get (the variants never
 # replace DAPO's actor_R.pt, which is pi_ref of round R + 1)
 SUFFIX = {"critic": "", "oracle": "_oracle", "step-mc": "_step_mc", "response": "_response"}
-from dapo import advantages, dapo_loss, evaluate_splits, first_step, is_terminal
+from dapo import advantages, dapo_loss, first_step, is_terminal
 from data import EOT_ID, decode, encode, parse_prompt, split_lines, verify
 from model import autocast, continuation_logprob, pack_continuations, pick_device
 from model import sequence_logprobs, state_values
-from report import before_after_table
+from report import accuracy_vs_pi_ref
 
 
 def get_args(argv=None):
@@ -301,11 +300,10 @@ def main(argv=None):
     cfg, data_seed = task_of(pckpt, policy_path(run_dir, args.round))
     data, files = inputs(args, run_dir)
     want = made_by(stage, args, MADE_BY, {f.name: f for f in files})
-    if up_to_date(out, want, args.force, "actor checkpoint") is not None:
-        record = current_record(run_dir, stage, stamp(out, eval_n=args.eval_n))
-        if record is not None:
-            print(f"{out} and its results are up to date with these flags: skipped")
-            return record
+    record = reusable(run_dir, out, stage, want, args.force, "actor checkpoint",
+                      eval_n=args.eval_n)
+    if record is not None:
+        return record
     # ---- B.1-B.3: actions, advantages (eq. 13), filters, cached reference log-probs
     if args.advantage == "response":
         groups, stats = response_pairs(data, args.adv_threshold)
@@ -334,10 +332,8 @@ def main(argv=None):
                     **task_record(cfg, data_seed))
 
     # ---- evaluation: greedy accuracy before (pi_ref) and after (the actor)
-    after, _ = evaluate_splits(actor, cfg, args.eval_n, data_seed)
-    before = pi_ref_accuracy(run_dir, args.round, args.eval_n, cfg, data_seed, device)
-    print(before_after_table(before, after, args.eval_n))
-    record = {s: {**after[s], "greedy_acc_before": before[s]} for s in ("val", "test", "ood")}
+    record = accuracy_vs_pi_ref(actor.eval(), run_dir, args.round, args.eval_n, cfg, data_seed,
+                                device)
     record.update(filter=stats, train_time_s=train_time, wall_time_s=time.time() - t_start,
                   beta=args.beta, lr=args.lr, last_log=log[-1] if log else {},
                   advantage=args.advantage, made_by=stamp(out, eval_n=args.eval_n))

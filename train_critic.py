@@ -34,10 +34,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from artifacts import (critic_path, current_record, difference, flat, load_critic, load_policy,
-                       load_rollouts, made_by, policy_hint, policy_path, read_results,
-                       rollouts_path, stamp, task_of, task_record, unflat, up_to_date,
-                       update_results)
+from artifacts import (critic_path, difference, flat, load_critic, load_policy, load_rollouts,
+                       made_by, policy_hint, policy_path, read_results, reusable, rollouts_path,
+                       stamp, task_of, task_record, unflat, up_to_date, update_results)
 from common import (UserError, add_round_args, args_dict, fraction, friendly_errors,
                     load_model, load_torch, log_metrics, parse_with_preset, positive,
                     prepare_run_dir, save_checkpoint, save_torch)
@@ -456,12 +455,10 @@ def main(argv=None):
     want = critic_made_by(args, run_dir)
     if data is None:  # the rollouts are to be made (again): no critic can come from them yet
         want["inputs"][rollouts_path(run_dir, args.round).name] = None
-    if not args.report_only and up_to_date(out, want, args.force,
-                                           "critic checkpoint") is not None:
-        record = current_record(run_dir, f"critic_{args.round}", stamp(out))
-        if record is not None:
-            print(f"{out} and its results are up to date with these flags: skipped")
-            return record
+    record = None if args.report_only else reusable(
+        run_dir, out, f"critic_{args.round}", want, args.force, "critic checkpoint")
+    if record is not None:
+        return record
     critic = initial_critic(run_dir, args, device)
     if data is None:
         problems = round_problems(data_seed, cfg, args.round, args.problems)

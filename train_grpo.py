@@ -21,14 +21,14 @@ import time
 
 import torch
 
-from artifacts import (current_record, load_policy, made_by, pi_ref_accuracy, policy_path,
-                       read_results, stamp, task_of, task_record, up_to_date, update_results)
+from artifacts import (load_policy, made_by, policy_path, read_results, reusable, stamp, task_of,
+                       task_record, update_results)
 from common import (UserError, add_round_args, args_dict, friendly_errors, log_metrics,
                     parse_with_preset, positive, prepare_run_dir, save_checkpoint)
 from dapo import evaluate_splits, max_solution_tokens, round_problems
 from data import EOT_ID, decode, encode, verify
 from model import autocast, generate, pack_continuations, pick_device, token_logprobs
-from report import before_after_table
+from report import accuracy_vs_pi_ref
 
 # The flags that change what actor_grpo.pt holds (artifacts.made_by).
 MADE_BY = ("seed", "lr", "G", "kl", "clip", "updates", "batch_problems", "budget", "problems")
@@ -173,11 +173,10 @@ def main(argv=None):
     t_start, stage = time.time(), f"grpo_{args.round}"
     out, pi_ref = run_dir / f"actor_{args.round}_grpo.pt", policy_path(run_dir, args.round)
     want = made_by(stage, args, MADE_BY, {pi_ref.name: pi_ref})
-    if up_to_date(out, want, args.force, "GRPO checkpoint") is not None:
-        record = current_record(run_dir, stage, stamp(out, eval_n=args.eval_n))
-        if record is not None:
-            print(f"{out} and its results are up to date with these flags: skipped")
-            return record
+    record = reusable(run_dir, out, stage, want, args.force, "GRPO checkpoint",
+                      eval_n=args.eval_n)
+    if record is not None:
+        return record
     policy, pckpt = load_policy(run_dir, args.round, device)
     ref = load_policy(run_dir, args.round, device)[0].eval()  # frozen
     for p in ref.parameters():
@@ -189,11 +188,9 @@ def main(argv=None):
     curve, tokens = train(policy, ref, problems, cfg, data_seed, args, run_dir, device)
     save_checkpoint(out, policy, step=len(curve), stage=stage, args=args_dict(args),
                     made_by=want, **task_record(cfg, data_seed))
-    after, _ = evaluate_splits(policy.eval(), cfg, args.eval_n, data_seed)
-    curve.append({"tokens": tokens, **{s: after[s]["greedy_acc"] for s in after}})
-    before = pi_ref_accuracy(run_dir, args.round, args.eval_n, cfg, data_seed, device)
-    print(before_after_table(before, after, args.eval_n))
-    record = {s: {**after[s], "greedy_acc_before": before[s]} for s in ("val", "test", "ood")}
+    record = accuracy_vs_pi_ref(policy.eval(), run_dir, args.round, args.eval_n, cfg, data_seed,
+                                device)
+    curve.append({"tokens": tokens, **{s: r["greedy_acc"] for s, r in record.items()}})
     record.update(generated_tokens=tokens, curve=curve, lr=args.lr, kl=args.kl,
                   wall_time_s=time.time() - t_start, made_by=stamp(out, eval_n=args.eval_n))
     update_results(run_dir, stage, record)

@@ -23,15 +23,14 @@ import time
 import torch
 from tqdm import tqdm
 
-from artifacts import (check_made_from, current_record, load_policy, load_rollouts, made_by,
-                       pi_ref_accuracy, policy_path, read_results, rollouts_path, stamp,
-                       task_of, task_record, unflat, up_to_date, update_results)
+from artifacts import (check_made_from, load_policy, load_rollouts, made_by, policy_path,
+                       read_results, reusable, rollouts_path, stamp, task_of, task_record, unflat,
+                       update_results)
 from common import (UserError, add_round_args, args_dict, friendly_errors, log_metrics,
                     parse_with_preset, positive, prepare_run_dir, save_checkpoint)
-from dapo import evaluate_splits
 from data import EOT_ID, decode, encode, parse_prompt, verify
 from model import autocast, pack_continuations, pick_device
-from report import before_after_table
+from report import accuracy_vs_pi_ref
 
 # The flags that change what actor_R_rft.pt holds (artifacts.made_by).
 MADE_BY = ("seed", "lr", "epochs", "batch_size")
@@ -128,11 +127,10 @@ def main(argv=None):
     check_made_from(data, rolls, [pi_ref], f"make it again with train_critic.py --round "
                     f"{args.round} --force")
     want = made_by(stage, args, MADE_BY, {pi_ref.name: pi_ref, rolls.name: rolls})
-    if up_to_date(out, want, args.force, "RFT checkpoint") is not None:
-        record = current_record(run_dir, stage, stamp(out, eval_n=args.eval_n))
-        if record is not None:
-            print(f"{out} and its results are up to date with these flags: skipped")
-            return record
+    record = reusable(run_dir, out, stage, want, args.force, "RFT checkpoint",
+                      eval_n=args.eval_n)
+    if record is not None:
+        return record
     model, pckpt = load_policy(run_dir, args.round, device)
     cfg, data_seed = task_of(pckpt, pi_ref)
     prompts, responses, looked_at = correct_responses(data)
@@ -144,10 +142,8 @@ def main(argv=None):
     steps, train_time = train(model, prompts, responses, args, run_dir, device)
     save_checkpoint(out, model, step=steps, stage=stage, args=args_dict(args), made_by=want,
                     **task_record(cfg, data_seed))
-    after, _ = evaluate_splits(model, cfg, args.eval_n, data_seed)
-    before = pi_ref_accuracy(run_dir, args.round, args.eval_n, cfg, data_seed, device)
-    print(before_after_table(before, after, args.eval_n))
-    record = {s: {**after[s], "greedy_acc_before": before[s]} for s in ("val", "test", "ood")}
+    record = accuracy_vs_pi_ref(model.eval(), run_dir, args.round, args.eval_n, cfg, data_seed,
+                                device)
     record.update(responses=len(responses), candidates=looked_at, lr=args.lr,
                   train_time_s=train_time, wall_time_s=time.time() - t_start,
                   made_by=stamp(out, eval_n=args.eval_n))

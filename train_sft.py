@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from artifacts import (current_record, made_by, read_results, stamp, task_of, task_record,
-                       up_to_date, update_results)
+from artifacts import (made_by, read_results, reusable, stamp, task_of, task_record,
+                       update_results)
 from common import (UserError, add_device_arg, add_force_arg, add_model_args, add_preset_arg,
                     args_dict, build_model, fraction, friendly_errors, load_model, log_metrics,
                     parse_with_preset, positive, prepare_run_dir, save_checkpoint)
@@ -191,11 +191,10 @@ def main(argv=None):
     read_results(run_dir)  # a malformed results.json stops here, not after training
     t_start, out = time.time(), run_dir / "sft.pt"
     want = made_by("sft", args, MADE_BY, {})
-    if up_to_date(out, want, args.force, "policy checkpoint") is not None:
-        record = current_record(run_dir, "sft", stamp(out, eval_n=args.eval_n))
-        if record is not None:
-            print(f"{out} and its results are up to date with these flags: skipped")
-            return record
+    record = reusable(run_dir, out, "sft", want, args.force, "policy checkpoint",
+                      eval_n=args.eval_n)
+    if record is not None:
+        return record
     cfg = TaskConfig(min_steps=args.min_steps, max_steps=args.max_steps,
                      ood_steps=args.ood_steps, fuse_prob=args.fuse_prob)
     torch.manual_seed(args.seed)
