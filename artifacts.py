@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -276,6 +277,15 @@ def read_times(run_dir: Path) -> dict:
         raise UserError(f"{path} holds something other than seconds per stage; move it away "
                         "and run the pipeline again")
     return times
+
+
+def finish_stage(run_dir: Path, stage: str, record: dict, t_start: float) -> dict:
+    """The end of every stage: its record, with its wall seconds since t_start unless it has
+    them already, merged into results.json; says so and returns the record."""
+    record.setdefault("wall_time_s", time.time() - t_start)
+    update_results(run_dir, stage, record)
+    print(f"{stage} done in {time.time() - t_start:.0f} s; results.json['{stage}'] written")
+    return record
 
 
 def update_results(run_dir: Path, stage: str, record: dict) -> dict:

@@ -24,9 +24,9 @@ import time
 import torch
 from tqdm import tqdm
 
-from artifacts import (check_made_from, critic_path, load_critic, load_policy, load_rollouts,
-                       made_by, policy_path, read_results, reusable, rollouts_path, stamp, task_of,
-                       task_record, unflat, update_results)
+from artifacts import (check_made_from, critic_path, finish_stage, load_critic, load_policy,
+                       load_rollouts, made_by, policy_path, read_results, reusable, rollouts_path,
+                       stamp, task_of, task_record, unflat)
 from common import (UserError, add_round_args, args_dict, friendly_errors, load_torch,
                     log_metrics, parse_with_preset, positive, prepare_run_dir, save_checkpoint)
 
@@ -334,13 +334,10 @@ def main(argv=None):
     # ---- evaluation: greedy accuracy before (pi_ref) and after (the actor)
     record = accuracy_vs_pi_ref(actor.eval(), run_dir, args.round, args.eval_n, cfg, data_seed,
                                 device)
-    record.update(filter=stats, train_time_s=train_time, wall_time_s=time.time() - t_start,
-                  beta=args.beta, lr=args.lr, last_log=log[-1] if log else {},
-                  advantage=args.advantage, made_by=stamp(out, eval_n=args.eval_n))
-    update_results(run_dir, stage, record)
-    print(f"actor stage done in {time.time() - t_start:.0f} s; results.json['{stage}'] "
-          "written")
-    return record
+    record.update(filter=stats, train_time_s=train_time, beta=args.beta, lr=args.lr,
+                  last_log=log[-1] if log else {}, advantage=args.advantage,
+                  made_by=stamp(out, eval_n=args.eval_n))
+    return finish_stage(run_dir, stage, record, t_start)
 
 
 if __name__ == "__main__":

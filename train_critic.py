@@ -34,9 +34,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from artifacts import (critic_path, difference, flat, load_critic, load_policy, load_rollouts,
-                       made_by, policy_hint, policy_path, read_results, reusable, rollouts_path,
-                       stamp, task_of, task_record, unflat, up_to_date, update_results)
+from artifacts import (critic_path, difference, finish_stage, flat, load_critic, load_policy,
+                       load_rollouts, made_by, policy_hint, policy_path, read_results, reusable,
+                       rollouts_path, stamp, task_of, task_record, unflat, up_to_date)
 from common import (UserError, add_round_args, args_dict, fraction, friendly_errors,
                     load_model, load_torch, log_metrics, parse_with_preset, positive,
                     prepare_run_dir, save_checkpoint, save_torch)
@@ -479,14 +479,11 @@ def main(argv=None):
                         **task_record(cfg, data_seed))
     critic.eval()
     record = report(critic, data, heldout, n_held, const, run_dir, args)
-    record.update(rollout_time_s=t_rollout, wall_time_s=time.time() - t_start)
+    record["rollout_time_s"] = t_rollout
     if args.report_only:  # keep what the training run measured about itself
         old = read_results(run_dir).get(f"critic_{args.round}", {})
         record.update({k: old[k] for k in ("rollout_time_s", "wall_time_s") if k in old})
-    update_results(run_dir, f"critic_{args.round}", record)
-    print(f"critic stage done in {time.time() - t_start:.0f} s; "
-          f"results.json['critic_{args.round}'] written")
-    return record
+    return finish_stage(run_dir, f"critic_{args.round}", record, t_start)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from artifacts import (load_policy, made_by, policy_path, read_results, reusable, stamp, task_of,
-                       task_record, update_results)
+from artifacts import (finish_stage, load_policy, made_by, policy_path, read_results, reusable,
+                       stamp, task_of, task_record)
 from common import (UserError, add_round_args, args_dict, friendly_errors, log_metrics,
                     parse_with_preset, positive, prepare_run_dir, save_checkpoint)
 from dapo import evaluate_splits, max_solution_tokens, round_problems
@@ -192,10 +192,8 @@ def main(argv=None):
                                 device)
     curve.append({"tokens": tokens, **{s: r["greedy_acc"] for s, r in record.items()}})
     record.update(generated_tokens=tokens, curve=curve, lr=args.lr, kl=args.kl,
-                  wall_time_s=time.time() - t_start, made_by=stamp(out, eval_n=args.eval_n))
-    update_results(run_dir, stage, record)
-    print(f"GRPO stage done in {time.time() - t_start:.0f} s; results.json['{stage}'] written")
-    return record
+                  made_by=stamp(out, eval_n=args.eval_n))
+    return finish_stage(run_dir, stage, record, t_start)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ import time
 import torch
 from tqdm import tqdm
 
-from artifacts import (check_made_from, load_policy, load_rollouts, made_by, policy_path,
-                       read_results, reusable, rollouts_path, stamp, task_of, task_record, unflat,
-                       update_results)
+from artifacts import (check_made_from, finish_stage, load_policy, load_rollouts, made_by,
+                       policy_path, read_results, reusable, rollouts_path, stamp, task_of,
+                       task_record, unflat)
 from common import (UserError, add_round_args, args_dict, friendly_errors, log_metrics,
                     parse_with_preset, positive, prepare_run_dir, save_checkpoint)
 from data import EOT_ID, decode, encode, parse_prompt, verify
@@ -145,11 +145,8 @@ def main(argv=None):
     record = accuracy_vs_pi_ref(model.eval(), run_dir, args.round, args.eval_n, cfg, data_seed,
                                 device)
     record.update(responses=len(responses), candidates=looked_at, lr=args.lr,
-                  train_time_s=train_time, wall_time_s=time.time() - t_start,
-                  made_by=stamp(out, eval_n=args.eval_n))
-    update_results(run_dir, stage, record)
-    print(f"RFT stage done in {time.time() - t_start:.0f} s; results.json['{stage}'] written")
-    return record
+                  train_time_s=train_time, made_by=stamp(out, eval_n=args.eval_n))
+    return finish_stage(run_dir, stage, record, t_start)
 
 
 if __name__ == "__main__":

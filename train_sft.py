@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from artifacts import (made_by, read_results, reusable, stamp, task_of, task_record,
-                       update_results)
+from artifacts import (finish_stage, made_by, read_results, reusable, stamp, task_of, task_record)
 from common import (UserError, add_device_arg, add_force_arg, add_model_args, add_preset_arg,
                     args_dict, build_model, fraction, friendly_errors, load_model, log_metrics,
                     parse_with_preset, positive, prepare_run_dir, save_checkpoint)
@@ -208,10 +207,8 @@ def main(argv=None):
     model.eval()
     record = evaluate_all(model, cfg, args.seed, args, device, "pi_ref (sft)")
     record.update(train_time_s=train_time, train_tokens=tokens, params=model.num_params(),
-                  wall_time_s=time.time() - t_start, made_by=stamp(out, eval_n=args.eval_n))
-    update_results(run_dir, "sft", record)
-    print(f"results in {run_dir / 'results.json'} under 'sft'")
-    return record
+                  made_by=stamp(out, eval_n=args.eval_n))
+    return finish_stage(run_dir, "sft", record, t_start)
 
 
 if __name__ == "__main__":
