@@ -45,9 +45,9 @@ def get_args(argv=None):
     g.add_argument("--updates", type=int, default=2, help="AdamW steps per batch of samples")
     g.add_argument("--batch-problems", type=int, default=16, help="problems per batch")
     g.add_argument("--problems", type=int, default=1728,
-                   help="the round-1 training problems to cycle through (DAPO's --problems)")
+                   help="the round's training problems to cycle through (DAPO's --problems)")
     g.add_argument("--budget", type=int, default=0,
-                   help="generated tokens to spend (0: what DAPO's round 1 generated)")
+                   help="generated tokens to spend (0: what DAPO's round generated)")
     g = p.add_argument_group("evaluation and logging")
     g.add_argument("--eval-n", type=int, default=500, help="problems per evaluation split")
     g.add_argument("--eval-every", type=int, default=250_000,
