@@ -229,8 +229,13 @@ def load_rollouts(run_dir: Path, rnd: int) -> dict:
     (responses, resp_states, resp_line_ok, resp_reward), gen_accuracy, generated_tokens,
     completion_tokens and made_by (the flags and pi_ref that made it)."""
     path = rollouts_path(run_dir, rnd)
+    return checked_rollouts(load_torch(path, "rollout file", f"run train_critic.py --round "
+                                       f"{rnd}"), path, rnd)
+
+
+def checked_rollouts(data: dict, path: Path, rnd: int) -> dict:
+    """data, read from the rollout file at path, once its keys and consistency are checked."""
     hint = f"make it again with train_critic.py --round {rnd} --force"
-    data = load_torch(path, "rollout file", f"run train_critic.py --round {rnd}")
     if any(k not in data for k in ROLLOUT_KEYS + ("resp_states",)):
         raise UserError(f"{path} is truncated or corrupt (keys missing); {hint}")
     check_rollouts(data, path, hint)

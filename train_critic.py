@@ -34,9 +34,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from artifacts import (critic_path, difference, finish_stage, flat, load_critic, load_policy,
-                       load_rollouts, made_by, policy_hint, policy_path, read_results, reusable,
-                       rollouts_path, stamp, task_of, task_record, unflat, up_to_date)
+from artifacts import (checked_rollouts, critic_path, difference, finish_stage, flat,
+                       load_critic, load_policy, made_by, policy_hint, policy_path,
+                       read_results, reusable, rollouts_path, stamp, task_of, task_record,
+                       unflat, up_to_date)
 from common import (UserError, add_round_args, args_dict, fraction, friendly_errors,
                     load_model, load_torch, log_metrics, parse_with_preset, positive,
                     prepare_run_dir, save_checkpoint, save_torch)
@@ -406,12 +407,12 @@ def critic_made_by(args, run_dir: Path) -> dict:
 def existing_rollouts(args, run_dir: Path) -> dict | None:
     """rollouts_R.pt if it was made by these flags from this pi_ref (None if there is none, or
     --force replaces it); stops with one sentence if it was made otherwise."""
-    data = up_to_date(rollouts_path(run_dir, args.round), rollouts_made_by(args, run_dir),
-                      args.force, "rollout file")
-    if data is not None:
-        data = load_rollouts(run_dir, args.round)
-        print(f"reusing {rollouts_path(run_dir, args.round)}: {len(data['mc'])} states, made "
-              "by these flags from this pi_ref")
+    path = rollouts_path(run_dir, args.round)
+    data = up_to_date(path, rollouts_made_by(args, run_dir), args.force, "rollout file")
+    if data is not None:  # read once: checked here, not loaded again
+        data = checked_rollouts(data, path, args.round)
+        print(f"reusing {path}: {len(data['mc'])} states, made by these flags from this "
+              "pi_ref")
     return data
 
 

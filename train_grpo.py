@@ -16,6 +16,7 @@ accuracy against tokens is in results.json["grpo"]["curve"]. Writes RUN_DIR/acto
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import time
 
@@ -178,9 +179,7 @@ def main(argv=None):
     if record is not None:
         return record
     policy, pckpt = load_policy(run_dir, args.round, device)
-    ref = load_policy(run_dir, args.round, device)[0].eval()  # frozen
-    for p in ref.parameters():
-        p.requires_grad_(False)
+    ref = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref, frozen
     cfg, data_seed = task_of(pckpt, pi_ref)
     problems = round_problems(data_seed, cfg, args.round, args.problems)
     print(f"round {args.round}: GRPO from {pi_ref}, G={args.G}, kl={args.kl}, lr={args.lr}, "
