@@ -1,5 +1,5 @@
-"""The baselines of the paper's comparison built so far: RFT (train_rft.py) by hand and as a
-smoke run. (The critic-less eq. 12 variants, train_actor.py --advantage, are in test_dapo.py.)"""
+"""The baselines of the paper's comparison: RFT, GRPO and PPO (train_rft.py,
+train_grpo.py, train_ppo.py) by hand and as smoke runs. (The critic-less eq. 12 variants, train_actor.py --advantage, are in test_dapo.py.)"""
 
 import json
 import math
@@ -101,19 +101,20 @@ def test_grpo_ratio_is_one_before_the_first_update_and_smoke(tmp_path, capsys):
     """Guards against old log-probs taken from another policy than the one that sampled (the
     probability ratio must be exactly 1 before the first update), and against train_grpo.py
     not spending its budget, not recording its curve or not writing its files."""
+    import online
     import train_grpo
     from artifacts import load_policy
     from data import TaskConfig, TrainProblems
+    from model import token_logprobs
     d = tmp_path / "run"
     train_sft.main(["--run-dir", str(d)] + SFT)
     policy, _ = load_policy(d, 1, "cpu")
-    args = train_grpo.get_args(["--G", "4"])
     problems = TrainProblems(0, TaskConfig(min_steps=1, max_steps=2, ood_steps=3)).take(0, 3)
-    b = train_grpo.sample_groups(policy.eval(), policy, problems, args,
-                                 torch.Generator().manual_seed(0), torch.device("cpu"))
-    logp = train_grpo.token_logprobs(policy, b["idx"], b["mask"])
+    b = online.sample_batch(policy.eval(), policy, problems, 4,
+                            torch.Generator().manual_seed(0), torch.device("cpu"))
+    logp = token_logprobs(policy, b["idx"], b["mask"])
     assert torch.equal(logp, b["old"]) and torch.equal(b["old"], b["ref"])
-    assert b["adv"].shape == (12,) and b["tokens"] == int(b["mask"].sum()) - int(
+    assert b["rewards"].shape == (3, 4) and b["tokens"] == int(b["mask"].sum()) - int(
         (b["idx"][:, 1:][b["mask"][:, 1:] > 0] == EOT_ID).sum())  # stops are not generated
     argv = ["--run-dir", str(d), "--G", "4", "--batch-problems", "4", "--budget", "600",
             "--eval-every", "300", "--eval-n", "12", "--device", "cpu"]
@@ -124,3 +125,70 @@ def test_grpo_ratio_is_one_before_the_first_update_and_smoke(tmp_path, capsys):
         (d / "results.json").read_text())
     train_grpo.main(argv)
     assert "up to date with these flags: skipped" in capsys.readouterr().out
+
+
+def test_gae_by_hand_on_a_padded_batch():
+    """Guards against GAE reading values across the prompt or the padding, or bootstrapping
+    past the end of a response: two responses in one batch, worked by hand (gamma 0.9,
+    lambda 0.5)."""
+    import train_ppo
+    mask = torch.tensor([[0.0, 1.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]])  # prompt, then response
+    values = torch.tensor([[9.0, 0.2, 0.4, 0.6], [9.0, 9.0, 0.5, 9.0]]) * mask
+    rewards = torch.tensor([[0.0, 0.0, 0.1, 1.0], [0.0, 0.0, 1.0, 0.0]])
+    adv, ret = train_ppo.gae(rewards, values, mask, gamma=0.9, lam=0.5)
+    d3 = 1.0 - 0.6                      # the last token: no value after it
+    d2 = 0.1 + 0.9 * 0.6 - 0.4
+    d1 = 0.0 + 0.9 * 0.4 - 0.2
+    a3, a2 = d3, d2 + 0.45 * d3
+    a1 = d1 + 0.45 * a2
+    assert adv[0].tolist() == pytest.approx([0.0, a1, a2, a3])
+    assert adv[1].tolist() == pytest.approx([0.0, 0.0, 0.5, 0.0])
+    assert ret[0].tolist() == pytest.approx([0.0, a1 + 0.2, a2 + 0.4, a3 + 0.6])
+
+
+def test_ppo_rewards_and_losses_by_hand():
+    """Guards against the KL penalty or the verifier's reward landing on the wrong token, and
+    against the clipped policy and value losses drifting from their definitions."""
+    import train_ppo
+    mask = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    old, ref = torch.tensor([[-1.0, -2.0, 0.0], [0.0, -1.0, -1.0]]), torch.full((2, 3), -1.5)
+    r = train_ppo.shaped_rewards(torch.tensor([1.0, 0.0]), old, ref, mask, kl=0.1)
+    assert r.flatten().tolist() == pytest.approx([-0.05, 0.05 + 1.0, 0.0, 0.0, -0.05, -0.05])
+    logp = torch.log(torch.tensor([[1.5, 0.5, 1.0], [1.0, 1.1, 1.0]]))  # ratios, old = 0
+    adv = torch.tensor([[1.0, -1.0, 0.0], [0.0, 2.0, -1.0]])
+    v, old_v = torch.tensor([[0.5, 0.9, 0.0], [0.0, 0.1, 0.0]]), torch.zeros(2, 3)
+    ret = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    pg, vf = train_ppo.ppo_losses(logp, torch.zeros(2, 3), adv, v, old_v, ret, mask,
+                                  clip=0.2, vf_clip=0.2)
+    # tokens: min(1.5, 1.2) = 1.2; min(-0.5, -0.8) = -0.8; min(2.2, 2.4) = 2.2; min(-1, -1)
+    assert float(pg) == pytest.approx(-(1.2 - 0.8 + 2.2 - 1.0) / 4)
+    # value: v 0.5 (clipped 0.2) -> max(0.25, 0.64); 0.9 (0.2) -> max(0.01, 0.64);
+    # 0.1 (0.1) -> 0.01; 0 -> 1
+    assert float(vf) == pytest.approx(0.5 * (0.64 + 0.64 + 0.01 + 1.0) / 4)
+
+
+def test_ppo_smoke_ratio_one_and_bad_input(tmp_path, capsys):
+    """Guards against train_ppo.py not spending its budget, not recording its curve or not
+    writing its files; against a value model that does not start at pi_ref's trunk with a zero
+    head; and against a budget to match that is not in the run folder."""
+    import train_ppo
+    from artifacts import load_policy
+    from tiny import run
+    d = tmp_path / "run"
+    train_sft.main(["--run-dir", str(d)] + SFT)
+    argv = ["--run-dir", str(d), "--samples", "2", "--batch-problems", "4", "--eval-every",
+            "300", "--eval-n", "12", "--device", "cpu"]
+    code, err = run(train_ppo.main, argv, capsys)
+    assert code == 2 and "no generated_tokens in results.json['critic_1']" in err
+    assert not (d / "actor_1_ppo.pt").exists()
+    code, err = run(train_ppo.main, argv + ["--samples", "0"], capsys)
+    assert code == 2 and "--samples must be positive" in err
+    vm, policy = train_ppo.initial_value_model(d, 1, "cpu"), load_policy(d, 1, "cpu")[0]
+    idx = torch.tensor([encode("1+2=")])
+    assert torch.equal(vm.hidden(idx), policy.hidden(idx))
+    assert torch.equal(train_ppo.token_values(vm, idx), torch.zeros(1, idx.size(1) - 1))
+    rec = train_ppo.main(argv + ["--budget", "600"])
+    assert rec["generated_tokens"] >= 600 and len(rec["curve"]) >= 2
+    assert rec["curve"][-1]["test"] == rec["test"]["greedy_acc"]
+    assert (d / "actor_1_ppo.pt").exists() and "ppo_1" in json.loads(
+        (d / "results.json").read_text())

@@ -1,0 +1,173 @@
+"""What the online baselines share (train_grpo.py, train_ppo.py): their flags, their budget of
+generated tokens, sampling a batch from the current policy, and the loop that samples,
+updates and evaluates until the budget is spent. BEYOND THE PAPER: the paper's DAPO is
+offline; these are the methods its Table 3 compares it with (docs/paper.md §5).
+
+The budget's unit is the number of tokens the policy generates, counted the same way as
+DAPO's rollouts count theirs (results.json critic_R.generated_tokens): sampled tokens, the stop
+token not included. By default an online baseline spends what DAPO's --budget-rounds rounds
+generated, so the comparison is at an equal budget.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from artifacts import (finish_stage, load_policy, made_by, policy_path, read_results, reusable,
+                       stamp, task_of, task_record)
+from common import UserError, args_dict, log_metrics, positive, save_checkpoint
+from dapo import evaluate_splits, max_solution_tokens, round_problems
+from data import EOT_ID, decode, encode, verify
+from model import autocast, generate, pack_continuations, token_logprobs
+from report import accuracy_vs_pi_ref
+
+# The flags of every online baseline that change what its checkpoint holds (artifacts.made_by).
+MADE_BY = ("seed", "lr", "kl", "clip", "updates", "batch_problems", "budget", "problems")
+
+
+def add_online_args(p, lr: float, batch_problems: int) -> None:
+    """The flags GRPO and PPO share (their defaults differ only in lr and batch size)."""
+    g = p.add_argument_group("online training")
+    g.add_argument("--lr", type=float, default=lr, help="the policy's AdamW learning rate")
+    g.add_argument("--kl", type=float, default=0.01, help="KL weight to pi_ref (paper: 0.01)")
+    g.add_argument("--clip", type=float, default=0.2, help="ratio clip epsilon")
+    g.add_argument("--updates", type=int, default=2, help="AdamW steps per batch of samples")
+    g.add_argument("--batch-problems", type=int, default=batch_problems,
+                   help="problems per batch of samples")
+    g.add_argument("--problems", type=int, default=1728,
+                   help="the round's training problems to cycle through (DAPO's --problems)")
+    g.add_argument("--budget", type=int, default=0,
+                   help="generated tokens to spend (0: what DAPO's --budget-rounds generated)")
+    g.add_argument("--budget-rounds", type=int, default=2,
+                   help="with --budget 0, match the tokens of DAPO's rounds R .. R + this - 1 "
+                   "(results.json critic_R.generated_tokens)")
+    g = p.add_argument_group("evaluation and logging")
+    g.add_argument("--eval-n", type=int, default=500, help="problems per evaluation split")
+    g.add_argument("--eval-every", type=int, default=250_000,
+                   help="generated tokens between evaluations (the curve)")
+
+
+def check_online_args(args) -> None:
+    for name in ("updates", "batch_problems", "problems", "eval_n", "eval_every", "lr", "clip",
+                 "budget_rounds"):
+        positive(name.replace("_", "-"), getattr(args, name))
+    positive("kl", args.kl, allow_zero=True)
+    positive("budget", args.budget, allow_zero=True)
+
+
+def budget_of(run_dir: Path, args) -> int:
+    """--budget, or the tokens DAPO's rounds R .. R + --budget-rounds - 1 generated."""
+    if args.budget:
+        return args.budget
+    rounds = range(args.round, args.round + args.budget_rounds)
+    results = read_results(run_dir)
+    total = 0
+    for r in rounds:
+        tokens = results.get(f"critic_{r}", {}).get("generated_tokens")
+        if not isinstance(tokens, int) or tokens <= 0:
+            raise UserError(f"no generated_tokens in results.json['critic_{r}'] to match "
+                            f"--budget-rounds {args.budget_rounds}; run DAPO's round {r} "
+                            "first (pipeline.py), pass a smaller --budget-rounds, or --budget N")
+        total += tokens
+    return total
+
+
+def sample_batch(policy, ref, problems, n: int, gen, device) -> dict:
+    """n responses to each problem from the current policy at temperature 1, their rewards
+    (P, n), and everything an update needs: the packed sequences (a stop token kept as part of
+    the response), the response mask and the per-token log-probs under the sampling policy
+    ("old") and the frozen pi_ref ("ref"), rows in problem-major order."""
+    prompts = [encode(p.prompt) for p in problems]
+    budget = max_solution_tokens(problems)
+    outs = generate(policy, prompts, budget, 1.0, n, gen, stop_id=EOT_ID, pad_id=EOT_ID,
+                    batch_size=512)
+    rewards = torch.tensor([verify(problems[j // n], decode(o)).reward
+                            for j, o in enumerate(outs)]).view(len(problems), n)
+    states = [prompts[j // n] for j in range(len(outs))]
+    responses = [o + [EOT_ID] if len(o) < budget and len(s) + len(o) < policy.config.block_size
+                 else o for s, o in zip(states, outs)]
+    idx, mask = pack_continuations(states, responses, EOT_ID, device)
+    with torch.no_grad(), autocast(device):
+        old, ref_lp = token_logprobs(policy, idx, mask), token_logprobs(ref, idx, mask)
+    return {"idx": idx, "mask": mask, "old": old.float(), "ref": ref_lp.float(),
+            "rewards": rewards, "tokens": sum(len(o) for o in outs)}
+
+
+def adam_step(model, opt, loss: torch.Tensor) -> None:
+    """One AdamW step on a loss, gradients clipped to norm 1."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
+def adamw(model, lr: float, device) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0,
+                             fused=device.type == "cuda")
+
+
+def train(policy, problems, step, ctx: dict, args, device) -> tuple[list, int]:
+    """Call step(batch of problems) -> (generated tokens, mean reward, loss) until --budget
+    generated tokens, evaluating greedily every --eval-every tokens; returns (curve, tokens).
+    ctx holds the stage name, the run folder, the task and its data seed."""
+    tokens, n, curve, next_eval, t0 = 0, 0, [], args.eval_every, time.time()
+    while tokens < args.budget:
+        start = n * args.batch_problems
+        batch = [problems[(start + k) % len(problems)] for k in range(args.batch_problems)]
+        used, reward, loss = step(batch)
+        tokens, n = tokens + used, n + 1
+        if not math.isfinite(loss):
+            raise UserError(f"the {ctx['stage']} loss became {loss} at step {n}; nothing was "
+                            "saved: lower --lr")
+        wall = time.time() - t0
+        print(f"{ctx['stage']} step {n} | {tokens:,}/{args.budget:,} tokens | mean reward "
+              f"{reward:.3f} | loss {loss:.4f} | {tokens / wall:,.0f} tok/s | {wall:.0f} s")
+        log_metrics(ctx["run_dir"], {"stage": ctx["stage"], "step": n, "tokens": tokens,
+                                     "reward": reward, "loss": loss})
+        if tokens >= next_eval and tokens < args.budget:
+            rec, _ = evaluate_splits(policy, ctx["cfg"], args.eval_n, ctx["data_seed"])
+            curve.append({"tokens": tokens, **{s: rec[s]["greedy_acc"] for s in rec}})
+            print(f"  greedy at {tokens:,} tokens: val {curve[-1]['val']:.1%}, test "
+                  f"{curve[-1]['test']:.1%}")
+            next_eval += args.eval_every
+    return curve, tokens
+
+
+def start(run_dir: Path, args, name: str, made_by_keys: tuple, device):
+    """The stage's output path, fingerprint and either its up-to-date record (nothing to do)
+    or (policy, frozen pi_ref, context, problems) to train from."""
+    args.budget = budget_of(run_dir, args)
+    stage = f"{name}_{args.round}"
+    out, pi_ref = run_dir / f"actor_{args.round}_{name}.pt", policy_path(run_dir, args.round)
+    want = made_by(stage, args, made_by_keys, {pi_ref.name: pi_ref})
+    record = reusable(run_dir, out, stage, want, args.force, f"{name.upper()} checkpoint",
+                      eval_n=args.eval_n)
+    if record is not None:
+        return out, want, record, None
+    policy, pckpt = load_policy(run_dir, args.round, device)
+    ref = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref, frozen
+    cfg, data_seed = task_of(pckpt, pi_ref)
+    ctx = {"stage": stage, "run_dir": run_dir, "cfg": cfg, "data_seed": data_seed}
+    problems = round_problems(data_seed, cfg, args.round, args.problems)
+    print(f"round {args.round}: {name.upper()} from {pi_ref}, kl={args.kl}, lr={args.lr}, "
+          f"budget {args.budget:,} generated tokens")
+    return out, want, None, (policy, ref, ctx, problems)
+
+
+def finish(policy, out: Path, want: dict, ctx: dict, curve: list, tokens: int, args,
+           t_start: float, device) -> dict:
+    """Save the trained policy, evaluate it against pi_ref, close the curve with the final
+    evaluation and write the stage's results record."""
+    save_checkpoint(out, policy, step=len(curve), stage=ctx["stage"], args=args_dict(args),
+                    made_by=want, **task_record(ctx["cfg"], ctx["data_seed"]))
+    record = accuracy_vs_pi_ref(policy.eval(), ctx["run_dir"], args.round, args.eval_n,
+                                ctx["cfg"], ctx["data_seed"], device)
+    curve.append({"tokens": tokens, **{s: r["greedy_acc"] for s, r in record.items()}})
+    record.update(generated_tokens=tokens, curve=curve, lr=args.lr, kl=args.kl,
+                  made_by=stamp(out, eval_n=args.eval_n))
+    return finish_stage(ctx["run_dir"], ctx["stage"], record, t_start)
