@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
-from artifacts import load_policy, read_results, read_times, unflat
+from artifacts import load_critic, load_policy, load_rollouts, read_results, read_times, unflat
 from common import UserError
 from dapo import critic_loss, evaluate_splits, mc_noise, show_failure
-from data import TaskConfig, first_wrong
+from data import EOT_ID, TaskConfig, decode, first_wrong
+from model import pick_device, state_values
 
 SPLITS = ("val", "test", "ood")
 
@@ -383,11 +384,195 @@ def plot_accuracy(runs, stages, path: Path) -> str:
     return f"plot: {path}"
 
 
-def summarize(run_dirs: list[str]) -> str:
+def summarize(run_dirs: list[str], plot: Path | None = None) -> str:
     """pipeline.py --summarize: mean ± std over finished runs (e.g. seeds) of every table, and
-    test accuracy per round plotted to accuracy.png in the first run folder."""
+    test accuracy per round plotted to plot (accuracy.png in the first run folder)."""
     runs, stages = load_runs(run_dirs)
     rows = (summary_accuracy(runs, stages) + summary_two_op(runs, stages)
             + summary_critic(runs, stages))
-    rows.append(plot_accuracy(runs, stages, Path(run_dirs[0]) / "accuracy.png"))
+    rows.append(plot_accuracy(runs, stages, plot or Path(run_dirs[0]) / "accuracy.png"))
     return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- sweeps
+# (sweep.py: the paper's comparison and ablations over the per-seed run folders)
+
+# The rows of the baselines table, in the shape of the paper's Table 3: label, results key.
+METHODS = (("pi_ref (SFT)", "sft"), ("+ RFT, 1 round", "rft_1"),
+           ("+ response-level eq. 12, 1 round", "dapo_1_response"),
+           ("+ step-level eq. 12, no critic, 1 round", "dapo_1_step_mc"),
+           ("+ DAPO, 1 round", "dapo_1"), ("+ GRPO", "grpo_1"), ("+ PPO", "ppo_1"),
+           ("+ DAPO, 2 rounds", "dapo_2"),
+           ("oracle advantages, 1 round (privileged)", "dapo_1_oracle"))
+
+
+def finished(res: dict, key: str) -> bool:
+    rec = res.get(key)
+    return isinstance(rec, dict) and all(
+        isinstance((rec.get(s) or {}).get("greedy_acc"), (int, float)) for s in SPLITS)
+
+
+def method_cost(res: dict, key: str) -> tuple[float, float]:
+    """(generated tokens, wall seconds) a method spent after SFT: an online method's own; DAPO
+    round R's all critic and actor stages up to R; a method trained on round 1's rollouts those
+    rollouts' tokens and seconds, and its own seconds. Each includes its evaluations."""
+    if key == "sft":
+        return 0, 0.0
+    rec = res[key]
+    if "curve" in rec:  # online
+        return rec["generated_tokens"], rec["wall_time_s"]
+    m = re.fullmatch(r"dapo_(\d+)", key)
+    if m:
+        rounds = range(1, int(m.group(1)) + 1)
+        return (sum(res[f"critic_{r}"]["generated_tokens"] for r in rounds),
+                sum(res[f"critic_{r}"]["wall_time_s"] + res[f"dapo_{r}"]["wall_time_s"]
+                    for r in rounds))
+    crit = res["critic_1"]
+    return crit["generated_tokens"], crit["rollout_time_s"] + rec["wall_time_s"]
+
+
+def baselines_report(run_dirs: list[Path], plot: Path) -> str:
+    """sweep.py baselines: each method's greedy accuracy, mean ± std over the seeds that
+    finished it, with the generated tokens and wall seconds it spent; the plot of test accuracy
+    against generated tokens along training."""
+    results = [read_results(Path(d)) for d in run_dirs]
+    rows = []
+    for label, key in METHODS:
+        done = [r for r in results if finished(r, key)]
+        costs = [method_cost(r, key) for r in done]
+        rows.append([label, str(len(done))]
+                    + [cell([100 * r[key][s]["greedy_acc"] for r in done], "5.1f")
+                       for s in ("test", "val", "ood")]
+                    + [cell([c[0] / 1e6 for c in costs], "5.2f", "4.2f"),
+                       cell([c[1] for c in costs], "5.0f", "4.0f")])
+    n = next((r["sft"]["test"]["n"] for r in results if finished(r, "sft")), "?")
+    return "\n".join([
+        f"greedy accuracy in %, mean ± std over the seeds that finished (n = {n} problems per "
+        "split); generated tokens (millions) and wall seconds after SFT",
+        grid(["method", "seeds", "test", "val", "ood", "tokens (M)", "wall s"], rows, first=40,
+             width=[5, 12, 12, 12, 12, 11]),
+        plot_tokens(results, plot)])
+
+
+def curve_points(results: list[dict], key: str) -> list[tuple[float, float, float]]:
+    """(tokens, mean test %, std) along a method's training, averaged over the seeds that
+    finished it: an online method's curve (point by point), DAPO's rounds, or one point."""
+    done = [r for r in results if finished(r, key)]
+    if not done:
+        return []
+    if "curve" in done[0][key]:
+        length = min(len(r[key]["curve"]) for r in done)
+        series = [[(c["tokens"], 100 * c["test"]) for c in r[key]["curve"][:length]]
+                  for r in done]
+    elif re.fullmatch(r"dapo_\d+", key):
+        keys = [f"dapo_{i}" for i in range(1, int(key.split("_")[1]) + 1)]
+        series = [[(method_cost(r, k)[0], 100 * r[k]["test"]["greedy_acc"]) for k in keys]
+                  for r in done]
+    else:
+        series = [[(method_cost(r, key)[0], 100 * r[key]["test"]["greedy_acc"])] for r in done]
+    return [(statistics.mean(p[0] for p in pts), *mean_sd([p[1] for p in pts]))
+            for pts in zip(*series)]
+
+
+def plot_tokens(results: list[dict], path: Path) -> str:
+    """Test accuracy against generated tokens for every method, mean ± std over seeds."""
+    plt = pyplot()
+    if plt is None:
+        return "(pip install matplotlib for the plot)"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    base = curve_points(results, "sft")
+    if base:
+        ax.axhline(base[0][1], color="gray", ls="--", lw=1, label="pi_ref (SFT)")
+    for label, key in METHODS[1:]:
+        if key == "dapo_1":
+            continue  # on DAPO's two-round line
+        pts = curve_points(results, key)
+        if pts:
+            ax.errorbar([p[0] / 1e6 for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                        marker="o", ms=4, capsize=3, label=label.lstrip("+ "))
+    ax.set_xlabel("generated tokens (millions)")
+    ax.set_ylabel("greedy test accuracy (%)")
+    ax.set_title(f"mean ± std over up to {len(results)} seeds")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return f"plot: {path}"
+
+
+def beta_report(run_dirs: list[Path], betas, default: float) -> str:
+    """sweep.py beta: greedy accuracy after one DAPO round per beta of eq. 12, mean ± std."""
+    results = [read_results(Path(d)) for d in run_dirs]
+    rows = []
+    for b in (None,) + tuple(betas):
+        key = "sft" if b is None else "dapo_1" if b == default else f"dapo_1_beta{b:g}"
+        done = [r for r in results if finished(r, key)]
+        rows.append(["pi_ref" if b is None else f"{b:g}", str(len(done))]
+                    + [cell([100 * r[key][s]["greedy_acc"] for r in done], "5.1f")
+                       for s in SPLITS])
+    return "\n".join(["greedy accuracy in % after one DAPO round, by beta (eq. 12), mean ± std "
+                      "over seeds", grid(["beta", "seeds", "val", "test", "ood"], rows,
+                                         width=[5, 12, 12, 12])])
+
+
+def step_credit(data: dict, values: torch.Tensor) -> dict:
+    """Figure 2 of the paper: along every correct response pi_ref sampled and kept (A.1), the
+    advantage of each step as the value of the state after it less the value of the state
+    before it (the verifier's reward after the last step), with values (S,) one per state of
+    the rollouts. Returns the share of steps with a negative advantage, the share of correct
+    responses with at least one, and per response its states and advantages."""
+    per, negative, steps = [], 0, 0
+    for ids, reward in zip(unflat(data["resp_states"]), data["resp_reward"].tolist()):
+        if reward <= 0 or not ids:
+            continue
+        v = values[ids].tolist() + [float(reward)]
+        adv = [v[t + 1] - v[t] for t in range(len(ids))]
+        per.append({"states": ids, "values": v, "adv": adv})
+        negative, steps = negative + sum(a < 0 for a in adv), steps + len(adv)
+    return {"correct": len(per), "steps": steps,
+            "negative_step_frac": negative / steps if steps else None,
+            "with_negative_frac": (sum(any(a < 0 for a in p["adv"]) for p in per) / len(per)
+                                   if per else None), "responses": per}
+
+
+def credit_example(data: dict, credit: dict) -> str:
+    """One correct response with a negative step, shown as the paper's Figure 2 does: each
+    step with the value before and after it."""
+    ex = next((p for p in credit["responses"] if any(a < 0 for a in p["adv"])), None)
+    if ex is None:
+        return "(no correct response has a negative step)"
+    states = unflat(data["states"])
+    prompt = states[ex["states"][0]]
+    ends = [states[i] for i in ex["states"][1:]]
+    full = next(r for r, ids in zip(unflat(data["responses"]), unflat(data["resp_states"]))
+                if ids == ex["states"])
+    cuts = [len(s) - len(prompt) for s in ends] + [len(full)]
+    lines, start = [decode(prompt).strip()], 0
+    for t, cut in enumerate(cuts):
+        step = decode(full[start:cut]).strip()
+        lines.append(f"  {step:28s} V {ex['values'][t]:.2f} -> {ex['values'][t + 1]:.2f}   "
+                     f"A {ex['adv'][t]:+.2f}")
+        start = cut
+    return "\n".join(lines)
+
+
+def figure2_report(run_dirs: list[Path], device: str) -> str:
+    """sweep.py figure2: step_credit by round 1's critic and by the MC targets, per seed."""
+    rows, example = [], ""
+    for d in run_dirs:
+        data = load_rollouts(Path(d), 1)
+        critic = load_critic(Path(d), 1, pick_device(device))[0].eval()
+        v = state_values(critic, unflat(data["states"]), EOT_ID)
+        by_critic, by_mc = step_credit(data, v), step_credit(data, data["mc"].float())
+        rows.append([Path(d).name, str(by_critic["correct"]), str(by_critic["steps"])]
+                    + [pct(c[k]) for c in (by_critic, by_mc)
+                       for k in ("negative_step_frac", "with_negative_frac")])
+        example = example or credit_example(data, by_critic)
+    return "\n".join([
+        "Among pi_ref's correct kept responses of round 1: the share of steps whose advantage "
+        "V(after) - V(before)", "is negative, and the share of correct responses with at "
+        "least one such step; V by the critic and by the", "K-sample MC targets (noisier). "
+        "A response-level method gives each of these steps a positive sign.",
+        grid(["run", "correct", "steps", "neg steps", "with neg", "MC: steps", "MC: with"],
+             rows, first=10, width=[8, 7, 10, 9, 10, 9]),
+        "", "an example (V by the critic):", example])

@@ -1,5 +1,6 @@
 """The baselines of the paper's comparison: RFT, GRPO and PPO (train_rft.py,
-train_grpo.py, train_ppo.py) by hand and as smoke runs. (The critic-less eq. 12 variants, train_actor.py --advantage, are in test_dapo.py.)"""
+train_grpo.py, train_ppo.py) by hand and as smoke runs. (The critic-less eq. 12 variants,
+train_actor.py --advantage, are in test_dapo.py.)"""
 
 import json
 import math

@@ -1,0 +1,133 @@
+"""The paper's comparison and ablations as resumable sweeps, one command each, with their tables
+and plots (docs/results.md shows what they measured):
+
+    python sweep.py baselines                # Table 3: base, RFT, GRPO, PPO, critic-less, DAPO
+    python sweep.py baselines --fuse-prob 0  # the same on the control task (full solutions)
+    python sweep.py rounds                   # Table 4: DAPO rounds 1 .. 4
+    python sweep.py beta                     # Table 5: beta of eq. 12
+    python sweep.py figure2                  # Figure 2: negative steps inside right answers
+    python sweep.py baselines --report-only  # the table and plot of what has finished
+    python sweep.py beta --dry-run           # the commands it would run, and nothing else
+
+Every sweep works on one run folder per seed, ROOT/seed<S> (ROOT/fuse<P>-seed<S> with
+--fuse-prob), made by pipeline.py and shared by all sweeps: their SFT stage and DAPO rounds are
+made once. Each job is a stage's command; a stage reuses the outputs made by exactly its flags
+and inputs (artifacts.py), so a sweep that stopped resumes where it did, and finished jobs cost
+a few seconds. The table goes to stdout and ROOT/sweeps/<sweep>.txt, the plot beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from common import UserError, add_device_arg, add_preset_arg, atomic_write, friendly_errors
+import pipeline
+import report
+import train_actor
+import train_grpo
+import train_ppo
+import train_rft
+
+SWEEPS = ("baselines", "rounds", "beta", "figure2")
+BETAS = (0.01, 0.03, 0.1, 0.3, 1.0)
+VARIANTS = ("response", "step-mc", "oracle")  # train_actor.py --advantage, beside DAPO's
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("sweep", choices=SWEEPS, help="which sweep")
+    p.add_argument("--root", default="runs", help="folder of the per-seed run folders")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run")
+    p.add_argument("--fuse-prob", type=float, default=None,
+                   help="train_sft.py --fuse-prob for every run (the control task with 0)")
+    add_device_arg(p)
+    add_preset_arg(p)
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: the table and plot of the finished jobs")
+    p.add_argument("--dry-run", action="store_true", help="print the jobs' commands only")
+    return p.parse_args(argv)
+
+
+def seed_dir(args, seed: int) -> Path:
+    prefix = "" if args.fuse_prob is None else f"fuse{args.fuse_prob:g}-"
+    return Path(args.root) / f"{prefix}seed{seed}"
+
+
+def pipeline_job(args, seed: int, rounds: int) -> tuple:
+    argv = ["--run-dir", str(seed_dir(args, seed)), "--seed", str(seed), "--rounds",
+            str(rounds), "--device", args.device, "--preset", args.preset]
+    if args.fuse_prob is not None:
+        argv += ["--sft-args", f"--fuse-prob {args.fuse_prob:g}"]
+    return pipeline.main, argv
+
+
+def stage_argv(args, seed: int) -> list[str]:
+    return ["--run-dir", str(seed_dir(args, seed)), "--seed", str(seed), "--device",
+            args.device, "--preset", args.preset]
+
+
+def jobs(args) -> list[tuple]:
+    """(stage main, its argv) of every job of the sweep, in order; a seed's DAPO pipeline
+    first, since every other job starts from its files."""
+    out = []
+    for s in args.seeds:
+        common = stage_argv(args, s)
+        if args.sweep == "baselines":
+            out.append(pipeline_job(args, s, 2))
+            out.append((train_rft.main, common))
+            out += [(train_actor.main, common + ["--advantage", a]) for a in VARIANTS]
+            out += [(train_grpo.main, common), (train_ppo.main, common)]
+        elif args.sweep == "rounds":
+            out.append(pipeline_job(args, s, 4))
+        elif args.sweep == "beta":
+            out.append(pipeline_job(args, s, 1))
+            out += [(train_actor.main, common + ["--beta", f"{b:g}", "--tag", f"beta{b:g}"])
+                    for b in BETAS if b != default_beta()]
+        else:  # figure2: the critic of round 1 on its own rollouts
+            out.append(pipeline_job(args, s, 1))
+    return out
+
+
+def default_beta() -> float:
+    return train_actor.get_args([]).beta
+
+
+def command(fn, argv) -> str:
+    return f"python {fn.__module__}.py {shlex.join(argv)}"
+
+
+def write_report(args, run_dirs: list[Path]) -> str:
+    """The sweep's table (and plot) from the run folders' results, saved under ROOT/sweeps."""
+    out = Path(args.root) / "sweeps"
+    out.mkdir(parents=True, exist_ok=True)
+    name = args.sweep + ("" if args.fuse_prob is None else f"-fuse{args.fuse_prob:g}")
+    if args.sweep == "baselines":
+        text = report.baselines_report(run_dirs, out / f"{name}.png")
+    elif args.sweep == "rounds":
+        text = report.summarize([str(d) for d in run_dirs], out / f"{name}.png")
+    elif args.sweep == "beta":
+        text = report.beta_report(run_dirs, BETAS, default_beta())
+    else:
+        text = report.figure2_report(run_dirs, args.device)
+    atomic_write(out / f"{name}.txt", lambda tmp: Path(tmp).write_text(text + "\n"))
+    return text + f"\n(saved to {out / name}.txt)"
+
+
+def main(argv=None):
+    args = get_args(argv)
+    if not args.seeds:
+        raise UserError("--seeds needs at least one seed")
+    todo = [] if args.report_only else jobs(args)
+    for i, (fn, argv_job) in enumerate(todo, 1):
+        print(f"\n== sweep {args.sweep}, job {i}/{len(todo)}: {command(fn, argv_job)}")
+        if not args.dry_run:
+            fn(argv_job)  # reuses what was made by exactly these flags and inputs
+    if not args.dry_run:
+        print("\n" + write_report(args, [seed_dir(args, s) for s in args.seeds]))
+
+
+if __name__ == "__main__":
+    with friendly_errors():
+        main()

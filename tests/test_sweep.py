@@ -1,0 +1,104 @@
+"""sweep.py: the jobs each sweep runs, the tables it builds from results.json records, and the
+Figure 2 step credit, by hand."""
+
+import json
+
+import pytest
+import torch
+
+import report
+import sweep
+import train_critic
+import train_sft
+from artifacts import flat
+from tiny import CRITIC, SFT
+
+
+def test_jobs_share_one_run_folder_per_seed_and_start_with_its_pipeline():
+    """Guards against a sweep that makes its own SFT model per job (the seed's run folder is
+    shared by every sweep), or runs a job before the pipeline whose files it needs."""
+    args = sweep.get_args(["baselines", "--seeds", "0", "1", "--root", "R"])
+    jobs = [sweep.command(fn, argv) for fn, argv in sweep.jobs(args)]
+    assert len(jobs) == 2 * 7 and jobs[0].startswith("python pipeline.py --run-dir R/seed0 "
+                                                     "--seed 0 --rounds 2")
+    assert all("--run-dir R/seed1 --seed 1" in j for j in jobs[7:])
+    assert [j.split()[1] for j in jobs[:7]] == ["pipeline.py", "train_rft.py"] + [
+        "train_actor.py"] * 3 + ["train_grpo.py", "train_ppo.py"]
+    control = sweep.get_args(["baselines", "--seeds", "0", "--fuse-prob", "0", "--root", "R"])
+    assert "--run-dir R/fuse0-seed0" in sweep.command(*sweep.jobs(control)[0])
+    assert "--sft-args '--fuse-prob 0'" in sweep.command(*sweep.jobs(control)[0])
+    beta = [sweep.command(fn, a) for fn, a in sweep.jobs(sweep.get_args(["beta", "--seeds", "0"]))]
+    assert len(beta) == 1 + len(sweep.BETAS) - 1  # the default beta is DAPO's own actor_1
+    assert "--beta 0.01 --tag beta0.01" in beta[1]
+
+
+def split(acc: float) -> dict:
+    return {s: {"greedy_acc": acc, "n": 500} for s in ("val", "test", "ood")}
+
+
+def fake_results(acc: dict) -> dict:
+    res = {k: split(a) for k, a in acc.items()}
+    res["critic_1"] = {"generated_tokens": 100, "wall_time_s": 10.0, "rollout_time_s": 6.0}
+    res["critic_2"] = {"generated_tokens": 120, "wall_time_s": 12.0, "rollout_time_s": 7.0}
+    for k in ("dapo_1", "dapo_2", "rft_1"):
+        res[k]["wall_time_s"] = 2.0
+    res["grpo_1"].update(generated_tokens=230, wall_time_s=50.0,
+                         curve=[{"tokens": 100, **split(0.5)["val"], "test": 0.5},
+                                {"tokens": 230, "val": 0.6, "test": 0.6, "ood": 0.1}])
+    return res
+
+
+def test_method_cost_counts_what_each_method_spent():
+    """Guards against an unequal budget hidden in the table: DAPO's round 2 pays for both
+    rounds' rollouts and stages, RFT for round 1's rollouts (not its critic) and itself."""
+    res = fake_results({"sft": 0.4, "dapo_1": 0.5, "dapo_2": 0.6, "rft_1": 0.55, "grpo_1": 0.6})
+    assert report.method_cost(res, "dapo_2") == (220, 10.0 + 2.0 + 12.0 + 2.0)
+    assert report.method_cost(res, "dapo_1") == (100, 12.0)
+    assert report.method_cost(res, "rft_1") == (100, 6.0 + 2.0)
+    assert report.method_cost(res, "grpo_1") == (230, 50.0)
+
+
+def test_baselines_report_means_over_the_seeds_that_finished(tmp_path):
+    """Guards against a mean over seeds that silently includes a missing run as 0, or a
+    curve that is not the method's own."""
+    dirs = []
+    for i, a in enumerate((0.5, 0.7)):
+        d = tmp_path / f"seed{i}"
+        d.mkdir()
+        res = fake_results({"sft": 0.4, "dapo_1": a, "dapo_2": a + 0.1, "rft_1": 0.55,
+                            "grpo_1": 0.6})
+        if i == 1:
+            del res["rft_1"]  # a seed that has not run RFT yet
+        (d / "results.json").write_text(json.dumps(res))
+        dirs.append(d)
+    text = report.baselines_report(dirs, tmp_path / "b.png")
+    rows = {line[:40].strip(): line[40:].split() for line in text.splitlines()[2:11]}
+    assert rows["+ DAPO, 1 round"][:4] == ["2", "60.0", "±", "14.1"]
+    assert rows["+ RFT, 1 round"][:2] == ["1", "55.0"]
+    assert rows["+ PPO"][0] == "0" and rows["+ PPO"][1] == "-"
+    pts = report.curve_points([json.loads((d / "results.json").read_text()) for d in dirs],
+                              "dapo_2")
+    assert [(p[0], round(p[1], 6)) for p in pts] == [(100, 60.0), (220, 70.0)]
+
+
+def test_step_credit_by_hand():
+    """Guards against Figure 2's advantages read off the wrong states, or wrong responses
+    counted: one correct response of three steps with a dip, one wrong response (ignored)."""
+    data = {"resp_states": flat([[0, 1, 2], [0, 3]]), "resp_reward": torch.tensor([1.0, 0.0])}
+    values = torch.tensor([0.5, 0.75, 0.25, 0.1])
+    c = report.step_credit(data, values)
+    assert c["correct"] == 1 and c["steps"] == 3
+    assert c["responses"][0]["adv"] == pytest.approx([0.25, -0.5, 0.75])
+    assert c["negative_step_frac"] == pytest.approx(1 / 3) and c["with_negative_frac"] == 1.0
+
+
+def test_figure2_report_on_a_tiny_run(tmp_path, capsys):
+    """Guards against the figure2 sweep failing on real rollouts and critics (--report-only:
+    nothing is trained, the saved round-1 files are read)."""
+    d = tmp_path / "seed0"
+    train_sft.main(["--run-dir", str(d)] + SFT)
+    train_critic.main(["--run-dir", str(d)] + CRITIC)
+    sweep.main(["figure2", "--root", str(tmp_path), "--seeds", "0", "--report-only",
+                "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "seed0" in out and (tmp_path / "sweeps" / "figure2.txt").exists()
