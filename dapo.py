@@ -115,6 +115,7 @@ def step_spans(tokens: list[int]) -> list[tuple[int, int]]:
         >>> step_spans(encode("1+2=3\\nA: 3*4=12\\n"))
         [(0, 6), (6, 16)]
     """
+    # EXERCISE steps (docs/paper.md §6)
     spans, start = [], 0
     for i, t in enumerate(tokens):
         if t == NL_ID:  # the "\n" belongs to the step (paper silent: docs/paper.md §6)
@@ -134,6 +135,7 @@ def prefix_states(prompt: list[int], response: list[int]) -> list[list[int]]:
         >>> [decode(s) for s in prefix_states(prompt, response)]
         ['Q: 1+2*4\\n', 'Q: 1+2*4\\n1+2=3\\n']
     """
+    # EXERCISE steps (docs/paper.md §3.1)
     spans = step_spans(response)
     return [prompt + response[:spans[t][0]] for t in range(len(spans))]
 
@@ -141,6 +143,7 @@ def prefix_states(prompt: list[int], response: list[int]) -> list[list[int]]:
 def first_step(continuation: list[int]) -> list[int]:
     """The action a continuation takes: its tokens up to and including the first "\\n", or all of
     them (a response that stops or is cut off without ending the line)."""
+    # EXERCISE steps (docs/paper.md §3.1)
     for i, t in enumerate(continuation):
         if t == NL_ID:
             return continuation[:i + 1]
@@ -156,6 +159,7 @@ def balanced_pick(rewards: list[float], n: int, rng) -> list[int]:
     """Indices of n of the samples, half correct and half incorrect where possible
     (docs/paper.md §2.1): n // 2 of each kind (an odd n's extra slot goes to a kind at
     random), chosen at random, then filled up from whichever kind has samples left."""
+    # EXERCISE critic (docs/paper.md §2.1)
     good = [i for i, r in enumerate(rewards) if r > 0]
     bad = [i for i, r in enumerate(rewards) if r <= 0]
     rng.shuffle(good)
@@ -170,6 +174,7 @@ def mc_value(rewards: torch.Tensor) -> torch.Tensor:
     """MC(s) = the mean reward of the K continuations of each state (docs/paper.md §2.2).
     (S, K) -> (S,). An unbiased estimate of V^{pi_ref}(s), the chance that pi_ref finishes s
     correctly."""
+    # EXERCISE critic (docs/paper.md §2.2)
     return rewards.float().mean(dim=-1)
 
 
@@ -194,6 +199,7 @@ def critic_loss(logits: torch.Tensor, mc: torch.Tensor) -> torch.Tensor:
     """Eq. 14-15: binary cross-entropy on soft targets, averaged over states:
     -[MC log V + (1 - MC) log(1 - V)], V = sigmoid(logit). BCE rather than MSE keeps gradients
     alive when V saturates near 0 or 1."""
+    # EXERCISE critic (eq. 14-15)
     return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), mc.float())
 
 
@@ -209,7 +215,31 @@ def advantages(values: torch.Tensor) -> torch.Tensor:
     s∘a, the caller puts the verifier's reward in values (exact), not the critic's guess
     (docs/paper.md §6).
     """
+    # EXERCISE advantages (eq. 13)
     return values - values.mean()
+
+
+def action_advantages(actions: list[list[int]], values: list[float]) -> dict[tuple, float]:
+    """Eq. 13 for the K sampled actions of one state, one advantage per distinct action:
+    {action tokens: A}. The mean is over all K samples, duplicates included, and only then are
+    duplicates merged (they share one advantage: docs/paper.md §6).
+
+        >>> action_advantages([[1], [2], [1], [3]], [1.0, 0.0, 1.0, 0.0])
+        {(1,): 0.5, (2,): -0.5, (3,): -0.5}
+    """
+    # EXERCISE advantages (eq. 13)
+    adv = advantages(torch.tensor(values, dtype=torch.float32)).tolist()
+    out: dict[tuple, float] = {}
+    for a, A in zip(actions, adv):
+        out.setdefault(tuple(a), A)
+    return out
+
+
+def passes_gap_filter(adv: list[float], threshold: float) -> bool:
+    """App. F.1: keep a state only if its actions' advantages spread by at least threshold
+    (max A - min A >= threshold); a state whose actions all look alike teaches nothing."""
+    # EXERCISE advantages (App. F.1)
+    return max(adv) - min(adv) >= threshold
 
 
 def dapo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor,
@@ -222,6 +252,7 @@ def dapo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor,
     paper's expectation runs over sampled (s, a) pairs: a state with more distinct actions
     weighs more, as it does in the sampled data.
     """
+    # EXERCISE advantages (eq. 12)
     if beta <= 0:
         raise ValueError(f"beta must be positive, got {beta}")
     logratio = logp - ref_logp
@@ -237,6 +268,7 @@ def complete(sample, states: list[list[int]], problems: list[Problem], K: int) -
     reward of a continuation is the verifier's score of the whole response state + continuation.
     MC(s) = rewards.mean(1) (see mc_value).
     """
+    # EXERCISE steps (A.2)
     conts = sample(states, K)
     rewards = torch.zeros(len(states), K)
     for j, c in enumerate(conts):

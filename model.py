@@ -462,6 +462,7 @@ def _sample_cached(model, idx, lengths, max_new, temperature, n, generator, stop
     """The sampler: prefill the left-padded prompts idx (P, T) once, fan the KV cache out to
     n rows each, then decode one token per step from the cache. Returns (P*n, max_new) tokens,
     stop_id repeated after a row's first stop (pad_id where the loop ended early)."""
+    # EXERCISE sampler (KV cache)
     dev = idx.device
     P, T = idx.shape
     pos, mask, key_valid = _prompt_mask(lengths, T, T + max_new)
@@ -494,7 +495,6 @@ def _sample_cached(model, idx, lengths, max_new, temperature, n, generator, stop
                 cache.keep(keep)
         if t == max_new - 1:
             break
-        cache.key_valid[:, cache.len] = True
         m = cache.key_valid[:, :cache.len + 1]  # (B, keys): real keys, this token included
         with autocast(dev):
             h = model.hidden(tok.unsqueeze(1), next_pos.unsqueeze(1), m[:, None, None, :], cache)

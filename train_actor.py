@@ -36,7 +36,7 @@ MADE_BY = ("seed", "beta", "adv_threshold", "lr", "advantage", "epochs", "batch_
 # --advantage: the name its actor checkpoint and results record get (the variants never
 # replace DAPO's actor_R.pt, which is pi_ref of round R + 1)
 SUFFIX = {"critic": "", "oracle": "_oracle", "step-mc": "_step_mc", "response": "_response"}
-from dapo import advantages, dapo_loss, first_step, is_terminal
+from dapo import action_advantages, dapo_loss, first_step, is_terminal, passes_gap_filter
 from data import EOT_ID, decode, encode, parse_prompt, split_lines, verify
 from model import autocast, continuation_logprob, pack_continuations, pick_device
 from model import sequence_logprobs, state_values
@@ -121,10 +121,7 @@ def build_pairs(data: dict, threshold: float, advantage: str = "critic",
                 vals.append(v_next[(i, tuple(a))])
         if advantage == "step-mc":  # BEYOND THE PAPER: a baseline without a critic
             vals = pooled(a_list, rewards[i].tolist())
-        adv = advantages(torch.tensor(vals))  # eq. 13, mean over all K samples
-        uniq = {}
-        for a, A in zip(a_list, adv.tolist()):
-            uniq.setdefault(tuple(a), A)  # duplicates share one advantage
+        uniq = action_advantages(a_list, vals)  # eq. 13, mean over all K samples
         # diagnostic only (never trained on): does A rank a right step above a wrong sibling?
         right = [t < len(verdicts[a].line_ok) and verdicts[a].line_ok[t] for a in uniq]
         for (A1, r1) in zip(uniq.values(), right):
@@ -132,7 +129,7 @@ def build_pairs(data: dict, threshold: float, advantage: str = "critic",
                 if r1 and not r2:
                     ranked += 1
                     rank_ok += (A1 > A2) + 0.5 * (A1 == A2)
-        if max(uniq.values()) - min(uniq.values()) >= threshold:  # App. F.1
+        if passes_gap_filter(list(uniq.values()), threshold):  # App. F.1
             groups.append({"state": states[i], "actions": [list(a) for a in uniq],
                            "adv": list(uniq.values())})
     return groups, pair_stats(groups, len(states), n_terminal / max(1, len(states) * K),
@@ -175,11 +172,8 @@ def response_pairs(data: dict, threshold: float) -> tuple[list[dict], dict]:
             continue  # not a bare prompt
         n_prompts += 1
         a_list = conts[i * K:(i + 1) * K]
-        adv = advantages(torch.tensor(pooled(a_list, rewards[i].tolist())))
-        uniq = {}
-        for a, A in zip(a_list, adv.tolist()):
-            uniq.setdefault(tuple(a), A)
-        if max(uniq.values()) - min(uniq.values()) >= threshold:
+        uniq = action_advantages(a_list, pooled(a_list, rewards[i].tolist()))
+        if passes_gap_filter(list(uniq.values()), threshold):
             groups.append({"state": s, "actions": [list(a) for a in uniq],
                            "adv": list(uniq.values())})
     return groups, pair_stats(groups, n_prompts, 1.0, 0, 0)
@@ -216,6 +210,7 @@ def batch_loss(actor, groups: list[dict], b: list[int], beta: float, device) -> 
     """Eq. 12 on the pairs of the states b, and the sums behind the authors' diagnostics
     (docs/paper.md §3.7): (loss, [loss * pairs, pairs, sign agreements, pairs with A != 0,
     sum of log-ratios where A > 0, count, the same where A < 0, count])."""
+    # EXERCISE actor-step (eq. 12)
     s = [groups[i]["state"] for i in b for _ in groups[i]["actions"]]
     a = [x for i in b for x in groups[i]["actions"]]
     adv = torch.tensor([x for i in b for x in groups[i]["adv"]], device=device)

@@ -1,0 +1,82 @@
+"""exercise.py: student copies (stubs keep signature and docstring, everything else works),
+its bad input, and the chain a course relies on. (`python exercise.py mutants`, the check of
+the exercise tests against stubs and known mistakes, runs in CI: .ci/run.)"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+import exercise
+from tiny import run
+
+SETS = {"advantages", "critic", "steps", "sampler", "actor-step"}
+
+
+def load(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_set_is_marked_and_has_its_tests():
+    sets = exercise.marked()
+    assert set(sets) == SETS
+    assert {r["function"] for r in sets["advantages"]} == {
+        "advantages", "action_advantages", "passes_gap_filter", "dapo_loss"}
+    for name in sets:
+        assert (exercise.ROOT / exercise.test_file(name)).exists()
+    assert "dapo.py:dapo_loss  (eq. 12)" in exercise.listing()
+
+
+def test_a_student_copy_stubs_its_set_and_nothing_else(tmp_path):
+    """Guards against a copy that leaks the solution, loses the docstring, or breaks the
+    functions of other sets."""
+    out = tmp_path / "hw"
+    exercise.make("advantages", out)
+    record = json.loads((out / ".exercise.json").read_text())
+    assert record["set"] == "advantages" and "dapo.py:dapo_loss" in record["functions"]
+    assert not (out / "tests/exercises/mutants.py").exists()  # the key stays with instructors
+    text = (out / "dapo.py").read_text()
+    assert "return values - values.mean()" not in text and "0.5 * ((adv / beta" not in text
+    dapo = load(out / "dapo.py", "student_dapo")
+    assert "Eq. 12" in dapo.dapo_loss.__doc__
+    with pytest.raises(NotImplementedError, match=r"exercise advantages: write dapo_loss "
+                                                  r"\(eq. 12\)"):
+        dapo.dapo_loss(None, None, None, 0.1)
+    import torch
+    assert dapo.mc_value(torch.tensor([[1.0, 0.0]])).tolist() == [0.5]  # another set: works
+    assert (out / "model.py").read_text() == (exercise.ROOT / "model.py").read_text()
+
+
+def test_bad_input_gets_one_sentence_and_writes_nothing(tmp_path, capsys):
+    code, err = run(exercise.main, ["make", "--set", "nope", "--out", str(tmp_path / "a")],
+                    capsys)
+    assert code == 2 and "there is no exercise set 'nope'" in err
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    code, err = run(exercise.main, ["make", "--set", "critic", "--out", str(tmp_path / "full")],
+                    capsys)
+    assert code == 2 and "is not an empty folder" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["full"]  # no temporary folder left
+
+
+def test_a_student_copy_runs_its_tests_and_cannot_make_copies(tmp_path):
+    """Guards against a student copy whose own test command passes on stubs, or that can
+    make copies of itself or run the instructors' check."""
+    out = tmp_path / "hw"
+    exercise.make("critic", out)
+
+    def call(*argv):
+        return subprocess.run([sys.executable, "exercise.py", *argv], cwd=out,
+                              capture_output=True, text=True)
+    assert call("test", "--set", "critic").returncode != 0
+    assert call("test", "--set", "steps").returncode == 0  # not stubbed in this copy
+    made = call("make", "--set", "critic", "--out", str(tmp_path / "again"))
+    assert made.returncode == 2 and "is a student copy" in made.stderr
+    key = call("mutants")
+    assert key.returncode == 2 and "instructors' key" in key.stderr
