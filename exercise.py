@@ -24,13 +24,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from common import UserError, friendly_errors
+from common import UserError, friendly_errors, save_json
 
 ROOT = Path(__file__).resolve().parent
 MARK = re.compile(r"^(\s*)# EXERCISE ([a-z-]+) \((.+)\)\s*$")
 KEY = Path("tests/exercises/mutants.py")  # the instructors' key: never in a student copy
+HIDDEN = Path("tests/exercises/hidden")  # the graders' property checks on fresh seeds: the same
 COPY_RECORD = ".exercise.json"
 
 
@@ -81,7 +83,8 @@ def project_files() -> list[Path]:
     except (OSError, subprocess.CalledProcessError):
         raise UserError(f"{ROOT} is not the project's git checkout; make student copies from "
                         "the reference (a clone of the repository), not from a copy") from None
-    return [Path(f) for f in out.splitlines() if Path(f) != KEY and (ROOT / f).is_file()]
+    return [Path(f) for f in out.splitlines() if Path(f) != KEY and HIDDEN not in Path(f).parents
+            and (ROOT / f).is_file()]
 
 
 def copy_tree(dest: Path) -> None:
@@ -207,13 +210,200 @@ def check_mutants() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         copy_tree(scratch)
-        problems = check_stubs(scratch, sets)
+        shutil.copytree(ROOT / HIDDEN, scratch / HIDDEN)
+        hidden = pytest(scratch, [str(HIDDEN / f"{n.replace('-', '_')}.py") for n in sets])
+        print(f"hidden checks on the reference: {'pass' if hidden.returncode == 0 else 'FAIL'}")
+        problems = [] if hidden.returncode == 0 else ["the reference fails the hidden checks"]
+        problems += check_stubs(scratch, sets)
         problems += [p for m in key if (p := check_mutant(scratch, m))]
     print(f"\n{len(key)} mutants, {len(sets)} sets: "
           + ("every check holds" if not problems else f"{len(problems)} problems:"))
     for p in problems:
         print("  " + p)
     return 1 if problems else 0
+
+
+# ----------------------------------------------------------------------------- the golden run
+
+# The golden run: pi_ref (the SFT stage at seed 0, built once and reused) and one DAPO round on
+# fewer problems than the pipeline's, a few minutes on a 2-core CPU (docs/handout.md).
+GOLDEN = {"sft": ["--seed", "0"], "critic": ["--problems", "512"], "actor": []}
+GOLDEN_FILE = Path("tests/exercises/golden.json")
+# What the golden run grades, and in which direction a result may pass the reference's spread.
+MEASURES = (("gain", "greedy test gain of the round, points", "higher"),
+            ("brier_ratio", "critic's held-out Brier / a constant predictor's", "lower"),
+            ("kept", "share of states kept by the gap filter", "both"))
+
+
+def share_sft(src: Path, dst: Path) -> None:
+    """Give run folder dst the SFT stage of src (files and results record), so that its
+    train_sft.py finds them up to date and trains nothing."""
+    from artifacts import read_results, update_results
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("sft.pt", "sft.json"):
+        if not (dst / name).exists():
+            shutil.copy2(src / name, dst / name)
+    if "sft" not in read_results(dst):
+        update_results(dst, "sft", read_results(src)["sft"])
+
+
+def golden_measures(run_dir: Path) -> dict:
+    from artifacts import read_results
+    res = read_results(run_dir)
+    held = res["critic_1"]["heldout"]
+    return {"gain": 100 * (res["dapo_1"]["test"]["greedy_acc"] - res["sft"]["test"]["greedy_acc"]),
+            "brier_ratio": held["brier"] / held["brier_const"],
+            "kept": res["dapo_1"]["filter"]["kept_state_frac"]}
+
+
+def golden_run(run_dir: Path, seed: int, sft_from: Path | None = None) -> dict:
+    """The stages of the golden run in the tree this file is in (a student copy runs the
+    student's code); each reuses what it made before. Returns the graded measures."""
+    import train_actor
+    import train_critic
+    import train_sft
+    if sft_from is not None and sft_from != run_dir:
+        share_sft(sft_from, run_dir)
+    common = ["--run-dir", str(run_dir), "--device", "cpu"]
+    train_sft.main(common + GOLDEN["sft"])
+    train_critic.main(common + ["--seed", str(seed)] + GOLDEN["critic"])
+    train_actor.main(common + ["--seed", str(seed)] + GOLDEN["actor"])
+    return golden_measures(run_dir)
+
+
+def band(xs: list[float], side: str) -> dict:
+    """The reference's mean and std over seeds, and the interval a result passes in: 3 std
+    (and 1 % of the mean) on the side(s) a mistake moves it to; unbounded on the other."""
+    import statistics
+    mean, sd = statistics.mean(xs), statistics.stdev(xs)
+    slack = 3 * sd + 0.01 * abs(mean)
+    return {"mean": mean, "sd": sd, "low": None if side == "lower" else mean - slack,
+            "high": None if side == "higher" else mean + slack}
+
+
+def calibrate(out: Path, seeds: list[int]) -> str:
+    """The reference's own spread: the golden run on each seed (one shared pi_ref), written to
+    tests/exercises/golden.json with the band each measure must fall in."""
+    if len(seeds) < 5:
+        raise UserError("calibrate on at least 5 seeds (--seeds 0 1 2 3 4)")
+    t0, per_seed = time.time(), {}
+    for s in seeds:
+        per_seed[str(s)] = golden_run(out / f"seed{s}", s, sft_from=out / f"seed{seeds[0]}")
+    from artifacts import file_hash
+    record = {"flags": GOLDEN, "seeds": per_seed,
+              "sft_sha256": file_hash(out / f"seed{seeds[0]}" / "sft.pt"),
+              "bands": {key: band([m[key] for m in per_seed.values()], side)
+                        for key, _, side in MEASURES},
+              "wall_s_per_seed": (time.time() - t0) / len(seeds)}
+    save_json(ROOT / GOLDEN_FILE, record)
+    return golden_table(record) + f"\nwritten to {GOLDEN_FILE}"
+
+
+def passes(x: float, b: dict) -> bool:
+    return (b["low"] is None or x >= b["low"]) and (b["high"] is None or x <= b["high"])
+
+
+def golden_table(record: dict, got: dict | None = None) -> str:
+    """Each measure's reference mean ± std over seeds and pass band, and a result beside it."""
+    lines = []
+    for key, what, _ in MEASURES:
+        b = record["bands"][key]
+        lo = "-inf" if b["low"] is None else f"{b['low']:.3f}"
+        hi = "inf" if b["high"] is None else f"{b['high']:.3f}"
+        line = f"{what:50s} reference {b['mean']:7.3f} ± {b['sd']:.3f}, passes in [{lo}, {hi}]"
+        if got is not None:
+            line += f": yours {got[key]:.3f} {'PASS' if passes(got[key], b) else 'FAIL'}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- grading
+
+
+def student_set(copy: Path) -> str:
+    path = copy / COPY_RECORD
+    if not path.is_file():
+        raise UserError(f"{copy} is not a student copy (it has no {COPY_RECORD}); grade the "
+                        "folder exercise.py make wrote")
+    try:
+        return json.loads(path.read_text())["set"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"{path} is damaged; make the copy again") from None
+
+
+def grading_tree(copy: Path, dest: Path) -> None:
+    """The student's code (the top-level modules but exercise.py) with the reference's tests,
+    grader and settings: a student's edits to the tests or the grader count for nothing."""
+    copy_tree(dest)
+    for path in copy.glob("*.py"):
+        if path.name != "exercise.py":
+            shutil.copy2(path, dest / path.name)
+    if (ROOT / HIDDEN).is_dir():
+        shutil.copytree(ROOT / HIDDEN, dest / HIDDEN, dirs_exist_ok=True)
+
+
+def test_scores(proc: subprocess.CompletedProcess, visibility: str) -> list[dict]:
+    """Gradescope entries, one point per test, from pytest -rA's summary and its failures."""
+    entries = []
+    for line in proc.stdout.splitlines():
+        m = re.match(r"(PASSED|FAILED|ERROR) (\S+?)(?: - (.*))?$", line)
+        if m:
+            ok = m.group(1) == "PASSED"
+            entries.append({"name": m.group(2).split("::")[-1], "score": float(ok),
+                            "max_score": 1.0, "visibility": visibility,
+                            "output": "" if ok else (m.group(3) or "failed")})
+    return entries
+
+
+def cached_sft(record: dict) -> list[str]:
+    """--sft-from the calibration's SFT stage, when it is here and is the one calibrated on
+    (checked by hash); else nothing, and the golden run trains its own pi_ref."""
+    from artifacts import file_hash
+    cache = ROOT / "runs" / "golden" / "seed0"
+    want = record.get("sft_sha256")
+    ok = want is not None and file_hash(cache / "sft.pt") == want
+    return ["--sft-from", str(cache)] if ok else []
+
+
+def golden_entry(tree: Path, run_dir: Path, seed: int) -> dict:
+    """The golden run of the student's code, in a fresh interpreter, graded on the bands."""
+    if not (ROOT / GOLDEN_FILE).exists():
+        raise UserError(f"there is no {GOLDEN_FILE}: run python exercise.py golden runs/golden "
+                        "--calibrate first (the reference's spread), or grade with --no-golden")
+    record = json.loads((ROOT / GOLDEN_FILE).read_text())
+    proc = subprocess.run([sys.executable, "exercise.py", "golden", str(run_dir.resolve()),
+                           "--seed", str(seed)] + cached_sft(record), cwd=tree,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"name": "golden run", "score": 0.0, "max_score": 3.0, "visibility": "visible",
+                "output": "the golden run failed: " + (proc.stderr.strip().splitlines()
+                                                       or ["no output"])[-1]}
+    got = golden_measures(run_dir)
+    ok = sum(passes(got[k], record["bands"][k]) for k, _, _ in MEASURES)
+    return {"name": "golden run", "score": float(ok), "max_score": 3.0,
+            "visibility": "visible", "output": golden_table(record, got)}
+
+
+def grade(copy: Path, results: Path, golden: bool = True) -> str:
+    """Run a student copy's set's tests, the hidden checks and the golden run; write a
+    Gradescope results.json and return a summary a person reads."""
+    name = student_set(copy)
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        grading_tree(copy, tree)
+        tests = test_scores(pytest(tree, [test_file(name)]), "visible")
+        hidden = tree / HIDDEN / f"{name.replace('-', '_')}.py"
+        if hidden.exists():
+            tests += test_scores(pytest(tree, [str(hidden.relative_to(tree))]), "after_due_date")
+        if golden:
+            tests.append(golden_entry(tree, copy / "golden_run", seed=0))
+    score, top = sum(t["score"] for t in tests), sum(t["max_score"] for t in tests)
+    save_json(results, {"score": score, "tests": tests})
+    lines = [f"{copy}: set {name}, {score:g} / {top:g}"]
+    lines += [f"  {'ok  ' if t['score'] == t['max_score'] else 'MISS'} {t['name']}"
+              + ("" if t["score"] == t["max_score"] else f": {t['output'][:150]}")
+              for t in tests]
+    return "\n".join(lines + [f"Gradescope results: {results}"])
 
 
 def get_args(argv=None):
@@ -226,6 +416,19 @@ def get_args(argv=None):
     t = sub.add_parser("test", help="run a set's tests")
     t.add_argument("--set", required=True, dest="name", help="which set")
     sub.add_parser("mutants", help="check the tests against stubs and known mistakes")
+    g = sub.add_parser("golden", help="the golden run of this tree's code (or --calibrate)")
+    g.add_argument("run_dir", type=Path, help="its run folder")
+    g.add_argument("--seed", type=int, default=0, help="seed of the round")
+    g.add_argument("--sft-from", type=Path, default=None,
+                   help="a run folder whose SFT stage to reuse (built once)")
+    g.add_argument("--calibrate", action="store_true",
+                   help="the reference's spread over --seeds, written to " + str(GOLDEN_FILE))
+    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    r = sub.add_parser("grade", help="grade a student copy")
+    r.add_argument("copy", type=Path, help="the student's copy")
+    r.add_argument("--results", type=Path, default=None,
+                   help="where the Gradescope results.json goes (COPY/grade.json)")
+    r.add_argument("--no-golden", action="store_true", help="the tests only")
     return p.parse_args(argv)
 
 
@@ -240,8 +443,18 @@ def main(argv=None):
             raise UserError(f"there is no exercise set {args.name!r}; python exercise.py list")
         sys.exit(subprocess.call([sys.executable, "-m", "pytest", "-q", test_file(args.name)],
                                  cwd=ROOT))
-    else:
+    elif args.command == "mutants":
         sys.exit(check_mutants())
+    elif args.command == "golden":
+        if args.calibrate:
+            print(calibrate(args.run_dir, args.seeds))
+        else:
+            got = golden_run(args.run_dir, args.seed, args.sft_from)
+            record = json.loads((ROOT / GOLDEN_FILE).read_text()) \
+                if (ROOT / GOLDEN_FILE).exists() else None
+            print(golden_table(record, got) if record else json.dumps(got))
+    else:
+        print(grade(args.copy, args.results or args.copy / "grade.json", not args.no_golden))
 
 
 if __name__ == "__main__":
