@@ -80,3 +80,39 @@ def test_a_student_copy_runs_its_tests_and_cannot_make_copies(tmp_path):
     assert made.returncode == 2 and "is a student copy" in made.stderr
     key = call("mutants")
     assert key.returncode == 2 and "instructors' key" in key.stderr
+
+
+def test_grade_scores_the_reference_s_tests_not_the_student_s(tmp_path):
+    """Guards against a grader that trusts the copy's own tests, or scores stubs: a copy
+    whose stubs are left gets 0 on its set's tests; with the reference's code put back (a
+    correct answer) every visible and hidden check scores; the results file is Gradescope's
+    shape."""
+    out = tmp_path / "hw"
+    exercise.make("steps", out)
+    (out / "tests/exercises/test_steps.py").write_text("def test_nothing():\n    pass\n")
+    res = tmp_path / "results.json"
+    summary = exercise.grade(out, res, golden=False)
+    graded = json.loads(res.read_text())
+    visible = [t for t in graded["tests"] if t["visibility"] == "visible"]
+    assert len(visible) == 5 and graded["score"] == 0 and "set steps, 0 /" in summary
+    assert all(set(t) == {"name", "score", "max_score", "visibility", "output"}
+               for t in graded["tests"])
+    (out / "dapo.py").write_text((exercise.ROOT / "dapo.py").read_text())
+    graded = json.loads((exercise.grade(out, res, golden=False) and res).read_text())
+    hidden = [t for t in graded["tests"] if t["visibility"] == "after_due_date"]
+    assert hidden and graded["score"] == sum(t["max_score"] for t in graded["tests"])
+
+
+def test_grade_refuses_a_folder_that_is_not_a_student_copy(tmp_path, capsys):
+    code, err = run(exercise.main, ["grade", str(tmp_path), "--no-golden"], capsys)
+    assert code == 2 and "is not a student copy" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_handout_lists_every_set_and_every_mutant():
+    """Guards against a marking guide that drifts from the key, or a set the handout omits."""
+    text = (exercise.ROOT / "docs/handout.md").read_text().replace("\\|", "|")
+    for name in SETS:
+        assert f"| `{name}` |" in text
+    for name, set_name, *_ in exercise.load_key():
+        assert f"| {set_name} | {name} |" in text, name
