@@ -84,8 +84,10 @@ def sample_batch(policy, ref, problems, n: int, gen, device) -> dict:
     ("old") and the frozen pi_ref ("ref"), rows in problem-major order."""
     prompts = [encode(p.prompt) for p in problems]
     budget = max_solution_tokens(problems)
+    t0 = time.time()
     outs = generate(policy, prompts, budget, 1.0, n, gen, stop_id=EOT_ID, pad_id=EOT_ID,
                     batch_size=512)
+    sample_s = time.time() - t0
     rewards = torch.tensor([verify(problems[j // n], decode(o)).reward
                             for j, o in enumerate(outs)]).view(len(problems), n)
     states = [prompts[j // n] for j in range(len(outs))]
@@ -95,7 +97,7 @@ def sample_batch(policy, ref, problems, n: int, gen, device) -> dict:
     with torch.no_grad(), autocast(device):
         old, ref_lp = token_logprobs(policy, idx, mask), token_logprobs(ref, idx, mask)
     return {"idx": idx, "mask": mask, "old": old.float(), "ref": ref_lp.float(),
-            "rewards": rewards, "tokens": sum(len(o) for o in outs)}
+            "rewards": rewards, "tokens": sum(len(o) for o in outs), "sample_s": sample_s}
 
 
 def adam_step(model, opt, loss: torch.Tensor) -> None:
@@ -112,23 +114,26 @@ def adamw(model, lr: float, device) -> torch.optim.AdamW:
 
 
 def train(policy, problems, step, ctx: dict, args, device) -> tuple[list, int]:
-    """Call step(batch of problems) -> (generated tokens, mean reward, loss) until --budget
-    generated tokens, evaluating greedily every --eval-every tokens; returns (curve, tokens).
-    ctx holds the stage name, the run folder, the task and its data seed."""
-    tokens, n, curve, next_eval, t0 = 0, 0, [], args.eval_every, time.time()
+    """Call step(batch of problems) -> (generated tokens, seconds spent sampling them, mean
+    reward, loss) until --budget generated tokens, evaluating greedily every --eval-every
+    tokens; returns (curve, tokens). ctx holds the stage name, the run folder, the task and
+    its data seed."""
+    tokens, n, curve, next_eval, t0, sampling = 0, 0, [], args.eval_every, time.time(), 0.0
     while tokens < args.budget:
         start = n * args.batch_problems
         batch = [problems[(start + k) % len(problems)] for k in range(args.batch_problems)]
-        used, reward, loss = step(batch)
-        tokens, n = tokens + used, n + 1
+        used, sample_s, reward, loss = step(batch)
+        tokens, n, sampling = tokens + used, n + 1, sampling + sample_s
         if not math.isfinite(loss):
             raise UserError(f"the {ctx['stage']} loss became {loss} at step {n}; nothing was "
                             "saved: lower --lr")
         wall = time.time() - t0
         print(f"{ctx['stage']} step {n} | {tokens:,}/{args.budget:,} tokens | mean reward "
-              f"{reward:.3f} | loss {loss:.4f} | {tokens / wall:,.0f} tok/s | {wall:.0f} s")
+              f"{reward:.3f} | loss {loss:.4f} | sampling {tokens / sampling:,.0f} tok/s | "
+              f"{wall:.0f} s")
         log_metrics(ctx["run_dir"], {"stage": ctx["stage"], "step": n, "tokens": tokens,
-                                     "reward": reward, "loss": loss})
+                                     "reward": reward, "loss": loss,
+                                     "sample_tok_s": tokens / sampling})
         if tokens >= next_eval and tokens < args.budget:
             rec, _ = evaluate_splits(policy, ctx["cfg"], args.eval_n, ctx["data_seed"])
             curve.append({"tokens": tokens, **{s: rec[s]["greedy_acc"] for s in rec}})

@@ -73,7 +73,7 @@ def grpo_loss(logp, old_logp, ref_logp, mask, adv, clip: float, kl: float) -> to
 
 def grpo_step(policy, ref, opt, args, gen, device):
     """The step online.train calls: sample G responses per problem, then --updates AdamW steps
-    on grpo_loss; (generated tokens, mean reward, last loss)."""
+    on grpo_loss; (generated tokens, sampling seconds, mean reward, last loss)."""
     def step(problems):
         b = online.sample_batch(policy, ref, problems, args.G, gen, device)
         adv = group_advantages(b["rewards"]).flatten().to(device)
@@ -83,7 +83,7 @@ def grpo_step(policy, ref, opt, args, gen, device):
             loss = grpo_loss(logp, b["old"], b["ref"], b["mask"][:, 1:].float(), adv,
                              args.clip, args.kl)
             online.adam_step(policy, opt, loss)
-        return b["tokens"], float(b["rewards"].mean()), float(loss)
+        return b["tokens"], b["sample_s"], float(b["rewards"].mean()), float(loss)
     return step
 
 

@@ -118,7 +118,7 @@ def initial_value_model(run_dir, rnd: int, device):
 
 def ppo_step(policy, value_model, ref, opts, args, gen, device):
     """The step online.train calls: sample, GAE, then --updates AdamW steps on the policy and
-    the value model; (generated tokens, mean reward, last policy loss)."""
+    the value model; (generated tokens, sampling seconds, mean reward, last policy loss)."""
     def step(problems):
         b = online.sample_batch(policy, ref, problems, args.samples, gen, device)
         mask = b["mask"][:, 1:].float()
@@ -135,7 +135,7 @@ def ppo_step(policy, value_model, ref, opts, args, gen, device):
                                 args.vf_clip)
             online.adam_step(policy, opts[0], pg)
             online.adam_step(value_model, opts[1], vf)
-        return b["tokens"], float(b["rewards"].mean()), float(pg)
+        return b["tokens"], b["sample_s"], float(b["rewards"].mean()), float(pg)
     return step
 
 
