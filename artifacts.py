@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -282,6 +283,22 @@ def read_times(run_dir: Path) -> dict:
         raise UserError(f"{path} holds something other than seconds per stage; move it away "
                         "and run the pipeline again")
     return times
+
+
+def share_sft(src: Path, dst: Path) -> None:
+    """Give run folder dst the SFT stage of src (sft.pt, sft.json and its results record), so
+    that train_sft.py there finds them up to date and trains nothing: runs that differ only
+    after SFT (a sweep over K, the golden runs) share one pi_ref."""
+    src, dst = Path(src), Path(dst)
+    if not (src / "sft.pt").is_file() or "sft" not in read_results(src):
+        raise UserError(f"{src} has no finished SFT stage to share; run train_sft.py "
+                        f"--run-dir {src} first")
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("sft.pt", "sft.json"):
+        if not (dst / name).exists():
+            shutil.copy2(src / name, dst / name)
+    if "sft" not in read_results(dst):
+        update_results(dst, "sft", read_results(src)["sft"])
 
 
 def finish_stage(run_dir: Path, stage: str, record: dict, t_start: float) -> dict:

@@ -235,18 +235,6 @@ MEASURES = (("gain", "greedy test gain of the round, points", "higher"),
             ("kept", "share of states kept by the gap filter", "both"))
 
 
-def share_sft(src: Path, dst: Path) -> None:
-    """Give run folder dst the SFT stage of src (files and results record), so that its
-    train_sft.py finds them up to date and trains nothing."""
-    from artifacts import read_results, update_results
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("sft.pt", "sft.json"):
-        if not (dst / name).exists():
-            shutil.copy2(src / name, dst / name)
-    if "sft" not in read_results(dst):
-        update_results(dst, "sft", read_results(src)["sft"])
-
-
 def golden_measures(run_dir: Path) -> dict:
     from artifacts import read_results
     res = read_results(run_dir)
@@ -263,6 +251,7 @@ def golden_run(run_dir: Path, seed: int, sft_from: Path | None = None) -> dict:
     import train_critic
     import train_sft
     if sft_from is not None and sft_from != run_dir:
+        from artifacts import share_sft
         share_sft(sft_from, run_dir)
     common = ["--run-dir", str(run_dir), "--device", "cpu"]
     train_sft.main(common + GOLDEN["sft"])

@@ -576,3 +576,27 @@ def figure2_report(run_dirs: list[Path], device: str) -> str:
         grid(["run", "correct", "steps", "neg steps", "with neg", "MC: steps", "MC: with"],
              rows, first=10, width=[8, 7, 10, 9, 10, 9]),
         "", "an example (V by the critic):", example])
+
+
+def k_report(runs: dict) -> str:
+    """sweep.py K: per K (at the pipeline's problems, then at its token budget), mean ± std
+    over seeds of the tokens generated, the critic's held-out Brier ratio, the states kept, the
+    sibling rank accuracy and the greedy gain of one round. runs: {(K, same budget): dirs}."""
+    rows = []
+    for (k, same_budget), dirs in runs.items():
+        res = [r for r in (read_results(Path(d)) for d in dirs) if finished(r, "dapo_1")]
+        crit, filt = [r["critic_1"] for r in res], [r["dapo_1"]["filter"] for r in res]
+        rows.append([f"{k}{' (budget)' if same_budget else ''}", str(len(res)),
+                     cell([c["generated_tokens"] / 1e6 for c in crit], "5.2f", "4.2f"),
+                     cell([c["heldout"]["brier"] / c["heldout"]["brier_const"] for c in crit],
+                          "5.2f", "4.2f"),
+                     cell([100 * f["kept_state_frac"] for f in filt], "5.1f"),
+                     cell([100 * f["sibling_rank_acc"] for f in filt
+                           if f.get("sibling_rank_acc") is not None], "5.1f")]
+                    + [cell([100 * (r["dapo_1"][s]["greedy_acc"] - r["sft"][s]["greedy_acc"])
+                             for r in res], "+5.1f") for s in ("val", "test")])
+    return "\n".join([
+        "one DAPO round per K (continuations per state), mean ± std over seeds; (budget): "
+        "problems scaled so that the round generates about the default K's tokens",
+        grid(["K", "seeds", "tokens (M)", "Brier ratio", "kept %", "rank acc %", "val gain",
+              "test gain"], rows, first=12, width=[5, 12, 12, 12, 12, 12, 12])])

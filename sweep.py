@@ -5,6 +5,7 @@ and plots (docs/results.md shows what they measured):
     python sweep.py baselines --fuse-prob 0  # the same on the control task (full solutions)
     python sweep.py rounds                   # Table 4: DAPO rounds 1 .. 4
     python sweep.py beta                     # Table 5: beta of eq. 12
+    python sweep.py K                        # Table 6: continuations per state, twice
     python sweep.py figure2                  # Figure 2: negative steps inside right answers
     python sweep.py baselines --report-only  # the table and plot of what has finished
     python sweep.py beta --dry-run           # the commands it would run, and nothing else
@@ -23,15 +24,18 @@ import shlex
 from pathlib import Path
 
 from common import UserError, add_device_arg, add_preset_arg, atomic_write, friendly_errors
+import artifacts
 import pipeline
 import report
 import train_actor
+import train_critic
 import train_grpo
 import train_ppo
 import train_rft
 
-SWEEPS = ("baselines", "rounds", "beta", "figure2")
+SWEEPS = ("baselines", "rounds", "beta", "K", "figure2")
 BETAS = (0.01, 0.03, 0.1, 0.3, 1.0)
+KS = (2, 4, 8, 16)
 VARIANTS = ("response", "step-mc", "oracle")  # train_actor.py --advantage, beside DAPO's
 
 
@@ -81,6 +85,9 @@ def jobs(args) -> list[tuple]:
             out += [(train_grpo.main, common), (train_ppo.main, common)]
         elif args.sweep == "rounds":
             out.append(pipeline_job(args, s, 4))
+        elif args.sweep == "K":
+            out.append(pipeline_job(args, s, 1))
+            out += k_jobs(args, s)
         elif args.sweep == "beta":
             out.append(pipeline_job(args, s, 1))
             out += [(train_actor.main, common + ["--beta", f"{b:g}", "--tag", f"beta{b:g}"])
@@ -90,11 +97,54 @@ def jobs(args) -> list[tuple]:
     return out
 
 
+def k_dirs(args, seed: int) -> list[tuple[int, bool, Path]]:
+    """(K, at the same budget?, run folder) of the K sweep: each K at the pipeline's problems,
+    and at the pipeline's generated-token budget (problems scaled by default K / K); the
+    default K at the default problems is the seed's own folder."""
+    K0, problems = critic_defaults()
+    out = []
+    for same_budget in (False, True):
+        for k in KS:
+            if k == K0:
+                out.append((k, same_budget, seed_dir(args, seed)))
+            else:
+                name = f"K{k}-{'budget-' if same_budget else ''}{seed_dir(args, seed).name}"
+                out.append((k, same_budget, Path(args.root) / name))
+    return out
+
+
+def critic_defaults() -> tuple[int, int]:
+    a = train_critic.get_args([])
+    return a.K, a.problems
+
+
+def k_jobs(args, seed: int) -> list[tuple]:
+    """Per K: share the seed's SFT stage, then round 1's critic and actor with that K."""
+    K0, problems = critic_defaults()
+    out = []
+    for k, same_budget, d in k_dirs(args, seed):
+        if d == seed_dir(args, seed):
+            continue
+        n = round(problems * K0 / k) if same_budget else problems
+        argv = ["--run-dir", str(d), "--seed", str(seed), "--device", args.device,
+                "--preset", args.preset]
+        out += [(share_sft, [str(seed_dir(args, seed)), str(d)]),
+                (train_critic.main, argv + ["--K", str(k), "--problems", str(n)]),
+                (train_actor.main, argv)]
+    return out
+
+
+def share_sft(argv: list[str]) -> None:
+    artifacts.share_sft(Path(argv[0]), Path(argv[1]))
+
+
 def default_beta() -> float:
     return train_actor.get_args([]).beta
 
 
 def command(fn, argv) -> str:
+    if fn is share_sft:
+        return f"(share the SFT stage of {argv[0]} with {argv[1]})"
     return f"python {fn.__module__}.py {shlex.join(argv)}"
 
 
@@ -109,6 +159,10 @@ def write_report(args, run_dirs: list[Path]) -> str:
         text = report.summarize([str(d) for d in run_dirs], out / f"{name}.png")
     elif args.sweep == "beta":
         text = report.beta_report(run_dirs, BETAS, default_beta())
+    elif args.sweep == "K":
+        text = report.k_report({(k, b): [d for s in args.seeds for kk, b2, d in k_dirs(args, s)
+                                         if (kk, b2) == (k, b)] for k in KS
+                                for b in (False, True)})
     else:
         text = report.figure2_report(run_dirs, args.device)
     atomic_write(out / f"{name}.txt", lambda tmp: Path(tmp).write_text(text + "\n"))

@@ -102,3 +102,30 @@ def test_figure2_report_on_a_tiny_run(tmp_path, capsys):
                 "--device", "cpu"])
     out = capsys.readouterr().out
     assert "seed0" in out and (tmp_path / "sweeps" / "figure2.txt").exists()
+
+
+def test_k_sweep_shares_the_seed_s_pi_ref_and_scales_problems_for_the_budget():
+    """Guards against a K sweep that trains a pi_ref per K (K would not be the only
+    difference) or compares at unequal budgets in its budget half."""
+    jobs = [sweep.command(fn, a) for fn, a in sweep.jobs(sweep.get_args(
+        ["K", "--seeds", "1", "--root", "R"]))]
+    assert jobs[0].startswith("python pipeline.py --run-dir R/seed1 --seed 1 --rounds 1")
+    assert "(share the SFT stage of R/seed1 with R/K2-seed1)" in jobs
+    assert any("--run-dir R/K16-budget-seed1" in j and "--K 16 --problems 432" in j
+               for j in jobs)  # 1728 * 4 / 16
+    assert any("--run-dir R/K2-seed1" in j and "--K 2 --problems 1728" in j for j in jobs)
+    assert not any("train_sft.py" in j for j in jobs)
+
+
+def test_share_sft_makes_the_sft_stage_a_no_op(tmp_path, capsys):
+    """Guards against a shared pi_ref that train_sft.py trains again (or refuses)."""
+    from artifacts import share_sft
+    from common import UserError
+    src, dst = tmp_path / "a", tmp_path / "b"
+    train_sft.main(["--run-dir", str(src)] + SFT)
+    capsys.readouterr()
+    share_sft(src, dst)
+    train_sft.main(["--run-dir", str(dst)] + SFT)
+    assert "up to date with these flags: skipped" in capsys.readouterr().out
+    with pytest.raises(UserError, match="has no finished SFT stage to share"):
+        share_sft(tmp_path / "nothing", tmp_path / "c")
