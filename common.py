@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -129,6 +130,18 @@ def add_round_args(parser, seed_help: str):
     add_device_arg(g)
     add_preset_arg(g)
     add_force_arg(g)
+
+
+def add_tag_arg(group) -> None:
+    group.add_argument("--tag", default="", help="a name for this stage's files, so that a "
+                       "sweep keeps several: its checkpoint and results record get _<tag>")
+
+
+def tag_suffix(tag: str) -> str:
+    """"_<tag>" for a --tag (letters, digits, '.' and '-'), "" for none."""
+    if tag and not re.fullmatch(r"[A-Za-z0-9.-]+", tag):
+        raise UserError(f"--tag may hold letters, digits, '.' and '-' only, got {tag!r}")
+    return f"_{tag}" if tag else ""
 
 
 def prepare_run_dir(path: str, must_exist: bool = False) -> Path:

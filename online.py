@@ -20,7 +20,8 @@ import torch
 
 from artifacts import (finish_stage, load_policy, made_by, policy_path, read_results, reusable,
                        stamp, task_of, task_record)
-from common import UserError, args_dict, log_metrics, positive, save_checkpoint
+from common import (UserError, add_tag_arg, args_dict, log_metrics, positive, save_checkpoint,
+                    tag_suffix)
 from dapo import evaluate_splits, max_solution_tokens, round_problems
 from data import EOT_ID, decode, encode, verify
 from model import autocast, generate, pack_continuations, token_logprobs
@@ -43,6 +44,7 @@ def add_online_args(p, lr: float, batch_problems: int) -> None:
                    help="the round's training problems to cycle through (DAPO's --problems)")
     g.add_argument("--budget", type=int, default=0,
                    help="generated tokens to spend (0: what DAPO's --budget-rounds generated)")
+    add_tag_arg(g)
     g.add_argument("--budget-rounds", type=int, default=2,
                    help="with --budget 0, match the tokens of DAPO's rounds R .. R + this - 1 "
                    "(results.json critic_R.generated_tokens)")
@@ -58,6 +60,7 @@ def check_online_args(args) -> None:
         positive(name.replace("_", "-"), getattr(args, name))
     positive("kl", args.kl, allow_zero=True)
     positive("budget", args.budget, allow_zero=True)
+    tag_suffix(args.tag)
 
 
 def budget_of(run_dir: Path, args) -> int:
@@ -147,8 +150,9 @@ def start(run_dir: Path, args, name: str, made_by_keys: tuple, device):
     """The stage's output path, fingerprint and either its up-to-date record (nothing to do)
     or (policy, frozen pi_ref, context, problems) to train from."""
     args.budget = budget_of(run_dir, args)
-    stage = f"{name}_{args.round}"
-    out, pi_ref = run_dir / f"actor_{args.round}_{name}.pt", policy_path(run_dir, args.round)
+    stage = f"{name}_{args.round}{tag_suffix(args.tag)}"
+    out = run_dir / f"actor_{args.round}_{name}{tag_suffix(args.tag)}.pt"
+    pi_ref = policy_path(run_dir, args.round)
     want = made_by(stage, args, made_by_keys, {pi_ref.name: pi_ref})
     record = reusable(run_dir, out, stage, want, args.force, f"{name.upper()} checkpoint",
                       eval_n=args.eval_n)

@@ -7,6 +7,7 @@ and plots (docs/results.md shows what they measured):
     python sweep.py beta                     # Table 5: beta of eq. 12
     python sweep.py K                        # Table 6: continuations per state, twice
     python sweep.py figure2                  # Figure 2: negative steps inside right answers
+    python sweep.py tune --seeds 0           # 3 learning rates per method, chosen on val
     python sweep.py baselines --report-only  # the table and plot of what has finished
     python sweep.py beta --dry-run           # the commands it would run, and nothing else
 
@@ -20,6 +21,7 @@ a few seconds. The table goes to stdout and ROOT/sweeps/<sweep>.txt, the plot be
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 from pathlib import Path
 
@@ -33,10 +35,19 @@ import train_grpo
 import train_ppo
 import train_rft
 
-SWEEPS = ("baselines", "rounds", "beta", "K", "figure2")
+SWEEPS = ("baselines", "rounds", "beta", "K", "figure2", "tune")
 BETAS = (0.01, 0.03, 0.1, 0.3, 1.0)
 KS = (2, 4, 8, 16)
 VARIANTS = ("response", "step-mc", "oracle")  # train_actor.py --advantage, beside DAPO's
+# The tuning grid: every method gets the same 3 trials, its default learning rate and the two
+# next to it on a 1-3-10 ladder (KL and beta stay at the paper's values); the online methods are tuned at one
+# round's budget of generated tokens, to keep the trials affordable.
+TUNE = (("dapo", "dapo_1", train_actor, []), ("response", "dapo_1_response", train_actor,
+                                               ["--advantage", "response"]),
+        ("step-mc", "dapo_1_step_mc", train_actor, ["--advantage", "step-mc"]),
+        ("rft", "rft_1", train_rft, []),
+        ("grpo", "grpo_1", train_grpo, ["--budget-rounds", "1"]),
+        ("ppo", "ppo_1", train_ppo, ["--budget-rounds", "1"]))
 
 
 def get_args(argv=None):
@@ -92,6 +103,10 @@ def jobs(args) -> list[tuple]:
             out.append(pipeline_job(args, s, 1))
             out += [(train_actor.main, common + ["--beta", f"{b:g}", "--tag", f"beta{b:g}"])
                     for b in BETAS if b != default_beta()]
+        elif args.sweep == "tune":
+            out.append(pipeline_job(args, s, 2))
+            out += [(module.main, common + extra + ["--lr", f"{lr:g}", "--tag", tag])
+                    for _, _, module, extra, lr, tag in tune_trials()]
         else:  # figure2: the critic of round 1 on its own rollouts
             out.append(pipeline_job(args, s, 1))
     return out
@@ -138,6 +153,25 @@ def share_sft(argv: list[str]) -> None:
     artifacts.share_sft(Path(argv[0]), Path(argv[1]))
 
 
+def neighbours(lr: float) -> list[float]:
+    """lr and its neighbours on the ladder 1e-7, 3e-7, 1e-6, ..., 3e-2.
+
+        >>> neighbours(3e-5)
+        [1e-05, 3e-05, 0.0001]
+    """
+    ladder = [float(f"{m}e{e}") for e in range(-7, -1) for m in (1, 3)]
+    i = min(range(len(ladder)), key=lambda j: abs(math.log(ladder[j] / lr)))
+    return ladder[max(0, i - 1):i + 2]
+
+
+def tune_trials() -> list[tuple]:
+    """(method, results key, stage module, its flags, lr, tag) of every tuning trial: each
+    method's default learning rate and its two neighbours."""
+    return [(method, key, module, extra, lr, f"lr{lr:g}")
+            for method, key, module, extra in TUNE
+            for lr in neighbours(module.get_args(extra).lr)]
+
+
 def default_beta() -> float:
     return train_actor.get_args([]).beta
 
@@ -159,6 +193,12 @@ def write_report(args, run_dirs: list[Path]) -> str:
         text = report.summarize([str(d) for d in run_dirs], out / f"{name}.png")
     elif args.sweep == "beta":
         text = report.beta_report(run_dirs, BETAS, default_beta())
+    elif args.sweep == "tune":
+        text = report.tune_report(run_dirs, [(m, f"{key}_{tag}", lr)
+                                             for m, key, _, _, lr, tag in tune_trials()])
+    elif args.sweep == "tune":
+        text = report.tune_report(run_dirs, [(m, f"{key}_{tag}", lr)
+                                             for m, key, _, _, lr, tag in tune_trials()])
     elif args.sweep == "K":
         text = report.k_report({(k, b): [d for s in args.seeds for kk, b2, d in k_dirs(args, s)
                                          if (kk, b2) == (k, b)] for k in KS

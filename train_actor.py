@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import re
 import time
 
 import torch
@@ -28,8 +27,9 @@ from tqdm import tqdm
 from artifacts import (check_made_from, critic_path, finish_stage, load_critic, load_policy,
                        load_rollouts, made_by, policy_path, read_results, reusable, rollouts_path,
                        stamp, task_of, task_record, unflat)
-from common import (UserError, add_round_args, args_dict, friendly_errors, load_torch,
-                    log_metrics, parse_with_preset, positive, prepare_run_dir, save_checkpoint)
+from common import (UserError, add_round_args, add_tag_arg, args_dict, friendly_errors,
+                    load_torch, log_metrics, parse_with_preset, positive, prepare_run_dir,
+                    save_checkpoint, tag_suffix)
 
 # The flags that change what actor_R.pt holds (artifacts.made_by).
 MADE_BY = ("seed", "beta", "adv_threshold", "lr", "advantage", "epochs", "batch_pairs")
@@ -57,8 +57,7 @@ def get_args(argv=None):
                    "A = r_i - mean_j r_j from each continuation's own reward, no critic; "
                    "response: a baseline, the whole response one action, A = r - mean r of "
                    "the problem's K samples. Each but critic writes actor_R_<name>.pt")
-    g.add_argument("--tag", default="", help="a name for this actor's files, so that a sweep "
-                   "keeps several: actor_R[_<advantage>]_<tag>.pt, results dapo_R[...]_<tag>")
+    add_tag_arg(g)
     g.add_argument("--epochs", type=int, default=2, help="passes over the kept states")
     g.add_argument("--batch-pairs", type=int, default=128,
                    help="(state, action) pairs per step; whole states only")
@@ -69,8 +68,7 @@ def get_args(argv=None):
     for name in ("round", "epochs", "batch_pairs", "eval_n", "log_every", "beta", "lr"):
         positive(name.replace("_", "-"), getattr(args, name))
     positive("adv-threshold", args.adv_threshold, allow_zero=True)
-    if args.tag and not re.fullmatch(r"[A-Za-z0-9.-]+", args.tag):
-        raise UserError(f"--tag may hold letters, digits, '.' and '-' only, got {args.tag!r}")
+    tag_suffix(args.tag)
     return args
 
 
@@ -293,7 +291,7 @@ def main(argv=None):
     run_dir = prepare_run_dir(args.run_dir, must_exist=True)
     read_results(run_dir)  # a malformed results.json stops here, not after training
     t_start = time.time()
-    suffix = SUFFIX[args.advantage] + (f"_{args.tag}" if args.tag else "")
+    suffix = SUFFIX[args.advantage] + tag_suffix(args.tag)
     stage, out = f"dapo_{args.round}{suffix}", run_dir / f"actor_{args.round}{suffix}.pt"
     ref, pckpt = load_policy(run_dir, args.round, device)
     ref.eval()

@@ -26,8 +26,9 @@ from tqdm import tqdm
 from artifacts import (check_made_from, finish_stage, load_policy, load_rollouts, made_by,
                        policy_path, read_results, reusable, rollouts_path, stamp, task_of,
                        task_record, unflat)
-from common import (UserError, add_round_args, args_dict, friendly_errors, log_metrics,
-                    parse_with_preset, positive, prepare_run_dir, save_checkpoint)
+from common import (UserError, add_round_args, add_tag_arg, args_dict, friendly_errors,
+                    log_metrics, parse_with_preset, positive, prepare_run_dir, save_checkpoint,
+                    tag_suffix)
 from data import EOT_ID, decode, encode, parse_prompt, verify
 from model import autocast, pack_continuations, pick_device
 from report import accuracy_vs_pi_ref
@@ -43,12 +44,14 @@ def get_args(argv=None):
     g.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
     g.add_argument("--epochs", type=int, default=2, help="passes over the correct responses")
     g.add_argument("--batch-size", type=int, default=64, help="responses per step")
+    add_tag_arg(g)
     g = p.add_argument_group("evaluation and logging")
     g.add_argument("--eval-n", type=int, default=500, help="problems per evaluation split")
     g.add_argument("--log-every", type=int, default=20, help="steps between log lines")
     args = parse_with_preset(p, argv, "rft")
     for name in ("round", "epochs", "batch_size", "eval_n", "log_every", "lr"):
         positive(name.replace("_", "-"), getattr(args, name))
+    tag_suffix(args.tag)
     return args
 
 
@@ -120,8 +123,8 @@ def main(argv=None):
     device = pick_device(args.device)
     run_dir = prepare_run_dir(args.run_dir, must_exist=True)
     read_results(run_dir)  # a malformed results.json stops here, not after training
-    t_start, stage = time.time(), f"rft_{args.round}"
-    out = run_dir / f"actor_{args.round}_rft.pt"
+    t_start, stage = time.time(), f"rft_{args.round}{tag_suffix(args.tag)}"
+    out = run_dir / f"actor_{args.round}_rft{tag_suffix(args.tag)}.pt"
     pi_ref, rolls = policy_path(run_dir, args.round), rollouts_path(run_dir, args.round)
     data = load_rollouts(run_dir, args.round)
     check_made_from(data, rolls, [pi_ref], f"make it again with train_critic.py --round "

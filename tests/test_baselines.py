@@ -73,6 +73,9 @@ def test_rft_smoke_and_reuse(tmp_path, capsys):
     assert set(rec) >= {"val", "test", "ood", "candidates", "made_by"}
     train_rft.main(argv)
     assert "up to date with these flags: skipped" in capsys.readouterr().out
+    train_rft.main(argv + ["--tag", "lr1e-3", "--lr", "1e-3"])  # a sweep's trial, beside it
+    assert (d / "actor_1_rft_lr1e-3.pt").exists() and (d / "actor_1_rft.pt").exists()
+    assert "rft_1_lr1e-3" in json.loads((d / "results.json").read_text())
 
 
 def test_grpo_advantage_and_loss_by_hand():

@@ -129,3 +129,29 @@ def test_share_sft_makes_the_sft_stage_a_no_op(tmp_path, capsys):
     assert "up to date with these flags: skipped" in capsys.readouterr().out
     with pytest.raises(UserError, match="has no finished SFT stage to share"):
         share_sft(tmp_path / "nothing", tmp_path / "c")
+
+
+def test_tune_gives_every_method_three_trials_and_chooses_on_val(tmp_path):
+    """Guards against unequal tuning effort, and against a choice made on test."""
+    trials = sweep.tune_trials()
+    methods = [t[0] for t in trials]
+    assert all(methods.count(m) == 3 for m in set(methods)) and len(set(methods)) == 6
+    assert [t[4] for t in trials if t[0] == "rft"] == [3e-5, 1e-4, 3e-4]
+    d = tmp_path / "seed0"
+    d.mkdir()
+    res = {"rft_1_lr3e-05": {"val": {"greedy_acc": 0.5}, "test": {"greedy_acc": 0.9},
+                             "ood": {"greedy_acc": 0.0}},
+           "rft_1_lr0.0001": {"val": {"greedy_acc": 0.6}, "test": {"greedy_acc": 0.1},
+                              "ood": {"greedy_acc": 0.0}}}
+    (d / "results.json").write_text(json.dumps(res))
+    text = report.tune_report([d], [("rft", "rft_1_lr3e-05", 3e-5), ("rft", "rft_1_lr0.0001",
+                                                                       1e-4)])
+    assert "chosen on val: rft 0.0001" in text
+
+
+def test_a_tag_names_the_files_and_refuses_odd_characters(tmp_path, capsys):
+    from common import tag_suffix
+    from tiny import run
+    assert tag_suffix("lr1e-05") == "_lr1e-05" and tag_suffix("") == ""
+    code, err = run(sweep.train_rft.main, ["--run-dir", str(tmp_path), "--tag", "a/b"], capsys)
+    assert code == 2 and "--tag may hold letters" in err
