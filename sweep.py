@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
+import time
 from pathlib import Path
 
 from common import UserError, add_device_arg, add_preset_arg, atomic_write, friendly_errors
@@ -213,13 +214,15 @@ def main(argv=None):
     args = get_args(argv)
     if not args.seeds:
         raise UserError("--seeds needs at least one seed")
-    todo = [] if args.report_only else jobs(args)
+    todo, t0 = [] if args.report_only else jobs(args), time.time()
     for i, (fn, argv_job) in enumerate(todo, 1):
         print(f"\n== sweep {args.sweep}, job {i}/{len(todo)}: {command(fn, argv_job)}")
         if not args.dry_run:
             fn(argv_job)  # reuses what was made by exactly these flags and inputs
     if not args.dry_run:
         print("\n" + write_report(args, [seed_dir(args, s) for s in args.seeds]))
+        print(f"this invocation: {len(todo)} jobs in {time.time() - t0:.0f} s (jobs made "
+              "before were reused)")
 
 
 if __name__ == "__main__":
