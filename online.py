@@ -20,11 +20,11 @@ import torch
 
 from artifacts import (finish_stage, load_policy, made_by, policy_path, read_results, reusable,
                        stamp, task_of, task_record)
-from common import (UserError, add_tag_arg, args_dict, log_metrics, positive, save_checkpoint,
-                    tag_suffix)
+from common import (UserError, add_tag_arg, args_dict, log_metrics, positive, prepare_run_dir,
+                    save_checkpoint, tag_suffix)
 from dapo import evaluate_splits, max_solution_tokens, round_problems
 from data import EOT_ID, decode, encode, verify
-from model import autocast, generate, pack_continuations, token_logprobs
+from model import autocast, generate, pack_continuations, pick_device, token_logprobs
 from report import accuracy_vs_pi_ref
 
 # The flags of every online baseline that change what its checkpoint holds (artifacts.made_by).
@@ -166,6 +166,23 @@ def start(run_dir: Path, args, name: str, made_by_keys: tuple, device):
     print(f"round {args.round}: {name.upper()} from {pi_ref}, kl={args.kl}, lr={args.lr}, "
           f"budget {args.budget:,} generated tokens")
     return out, want, None, (policy, ref, ctx, problems)
+
+
+def run(args, name: str, made_by_keys: tuple, make_step, seed_offset: int) -> dict:
+    """A whole online stage: the run folder, reuse or training, saving and evaluation.
+    make_step(policy, frozen pi_ref, run folder, generator, device) returns the step that
+    online.train calls; the generator draws every sample, seeded by --seed and seed_offset."""
+    device = pick_device(args.device)
+    run_dir = prepare_run_dir(args.run_dir, must_exist=True)
+    t_start = time.time()
+    out, want, record, todo = start(run_dir, args, name, made_by_keys, device)
+    if record is not None:
+        return record
+    policy, ref, ctx, problems = todo
+    gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + seed_offset)
+    step = make_step(policy, ref, run_dir, gen, device)
+    curve, tokens = train(policy, problems, step, ctx, args, device)
+    return finish(policy, out, want, ctx, curve, tokens, args, t_start, device)
 
 
 def finish(policy, out: Path, want: dict, ctx: dict, curve: list, tokens: int, args,

@@ -17,14 +17,12 @@ RUN_DIR/actor_1_grpo.pt.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 import online
-from common import (UserError, add_round_args, friendly_errors, parse_with_preset, positive,
-                    prepare_run_dir)
-from model import autocast, pick_device, token_logprobs
+from common import UserError, add_round_args, friendly_errors, parse_with_preset, positive
+from model import autocast, token_logprobs
 
 # The flags that change what actor_R_grpo.pt holds (artifacts.made_by).
 MADE_BY = online.MADE_BY + ("G",)
@@ -89,18 +87,11 @@ def grpo_step(policy, ref, opt, args, gen, device):
 
 def main(argv=None):
     args = get_args(argv)
-    device = pick_device(args.device)
-    run_dir = prepare_run_dir(args.run_dir, must_exist=True)
-    t_start = time.time()
-    out, want, record, todo = online.start(run_dir, args, "grpo", MADE_BY, device)
-    if record is not None:
-        return record
-    policy, ref, ctx, problems = todo
-    print(f"  G={args.G}, clip={args.clip}, {args.updates} updates per batch")
-    gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + 17)
-    step = grpo_step(policy, ref, online.adamw(policy, args.lr, device), args, gen, device)
-    curve, tokens = online.train(policy, problems, step, ctx, args, device)
-    return online.finish(policy, out, want, ctx, curve, tokens, args, t_start, device)
+
+    def make_step(policy, ref, run_dir, gen, device):
+        print(f"  G={args.G}, clip={args.clip}, {args.updates} updates per batch")
+        return grpo_step(policy, ref, online.adamw(policy, args.lr, device), args, gen, device)
+    return online.run(args, "grpo", MADE_BY, make_step, seed_offset=17)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,14 @@ every token: V(s_t) scores the prefix before response token t. It stops once it 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 import online
 from artifacts import policy_hint, policy_path
 from common import (add_round_args, fraction, friendly_errors, load_model, parse_with_preset,
-                    positive, prepare_run_dir)
-from model import autocast, pick_device, token_logprobs
+                    positive)
+from model import autocast, token_logprobs
 
 # The flags that change what actor_R_ppo.pt holds (artifacts.made_by).
 MADE_BY = online.MADE_BY + ("samples", "gamma", "lam", "vf_lr", "vf_clip")
@@ -141,21 +140,15 @@ def ppo_step(policy, value_model, ref, opts, args, gen, device):
 
 def main(argv=None):
     args = get_args(argv)
-    device = pick_device(args.device)
-    run_dir = prepare_run_dir(args.run_dir, must_exist=True)
-    t_start = time.time()
-    out, want, record, todo = online.start(run_dir, args, "ppo", MADE_BY, device)
-    if record is not None:
-        return record
-    policy, ref, ctx, problems = todo
-    value_model = initial_value_model(run_dir, args.round, device)
-    print(f"  {args.samples} samples per problem, GAE gamma={args.gamma} lambda={args.lam}, "
-          f"value lr {args.vf_lr}")
-    gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + 19)
-    opts = (online.adamw(policy, args.lr, device), online.adamw(value_model, args.vf_lr, device))
-    step = ppo_step(policy, value_model, ref, opts, args, gen, device)
-    curve, tokens = online.train(policy, problems, step, ctx, args, device)
-    return online.finish(policy, out, want, ctx, curve, tokens, args, t_start, device)
+
+    def make_step(policy, ref, run_dir, gen, device):
+        value_model = initial_value_model(run_dir, args.round, device)
+        print(f"  {args.samples} samples per problem, GAE gamma={args.gamma} "
+              f"lambda={args.lam}, value lr {args.vf_lr}")
+        opts = (online.adamw(policy, args.lr, device),
+                online.adamw(value_model, args.vf_lr, device))
+        return ppo_step(policy, value_model, ref, opts, args, gen, device)
+    return online.run(args, "ppo", MADE_BY, make_step, seed_offset=19)
 
 
 if __name__ == "__main__":
