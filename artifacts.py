@@ -50,6 +50,12 @@ def policy_hint(rnd: int) -> str:
             f"run train_actor.py --round {rnd - 1} first")
 
 
+def actor_path(run_dir: Path, rnd: int, suffix: str = "", as_pi_ref: bool = False) -> Path:
+    """Round rnd's actor: actor_R.pt for DAPO (and for a baseline's own rounds, --as-pi-ref),
+    actor_R<suffix>.pt for a baseline or a sweep's trial beside it."""
+    return Path(run_dir) / f"actor_{rnd}{'' if as_pi_ref else suffix}.pt"
+
+
 def critic_path(run_dir: Path, rnd: int) -> Path:
     return Path(run_dir) / f"critic_{rnd}.pt"
 
@@ -299,6 +305,25 @@ def share_sft(src: Path, dst: Path) -> None:
             shutil.copy2(src / name, dst / name)
     if "sft" not in read_results(dst):
         update_results(dst, "sft", read_results(src)["sft"])
+
+
+def share_round1(src: Path, dst: Path) -> None:
+    """Give run folder dst the SFT stage and round 1's rollouts of src, with a record of what
+    the rollouts cost (results.json["rollouts_1"], from src's critic_1): a baseline's own
+    rounds start from the very samples DAPO's round 1 is made from."""
+    share_sft(src, dst)
+    src, dst = Path(src), Path(dst)
+    crit = read_results(src).get("critic_1", {})
+    if not rollouts_path(src, 1).is_file() or "generated_tokens" not in crit:
+        raise UserError(f"{src} has no finished round-1 rollouts to share; run "
+                        f"train_critic.py --run-dir {src} first")
+    if not rollouts_path(dst, 1).exists():
+        shutil.copy2(rollouts_path(src, 1), rollouts_path(dst, 1))
+    if "rollouts_1" not in read_results(dst):
+        update_results(dst, "rollouts_1", {
+            "generated_tokens": crit["generated_tokens"], "gen_accuracy": crit["gen_accuracy"],
+            "states": crit["states"], "rollout_time_s": crit["rollout_time_s"],
+            "made_by": stamp(rollouts_path(dst, 1))})
 
 
 def finish_stage(run_dir: Path, stage: str, record: dict, t_start: float) -> dict:

@@ -132,9 +132,13 @@ def add_round_args(parser, seed_help: str):
     add_force_arg(g)
 
 
-def add_tag_arg(group) -> None:
+def add_tag_arg(group, as_pi_ref: bool = False) -> None:
     group.add_argument("--tag", default="", help="a name for this stage's files, so that a "
                        "sweep keeps several: its checkpoint and results record get _<tag>")
+    if as_pi_ref:
+        group.add_argument("--as-pi-ref", action="store_true",
+                           help="write the checkpoint as actor_R.pt, pi_ref of round R + 1, in "
+                           "a run folder of this method's own rounds (sweep.py baselines)")
 
 
 def tag_suffix(tag: str) -> str:

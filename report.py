@@ -397,13 +397,17 @@ def summarize(run_dirs: list[str], plot: Path | None = None) -> str:
 # ----------------------------------------------------------------------------- sweeps
 # (sweep.py: the paper's comparison and ablations over the per-seed run folders)
 
-# The rows of the baselines table, in the shape of the paper's Table 3: label, results key.
-METHODS = (("pi_ref (SFT)", "sft"), ("+ RFT, 1 round", "rft_1"),
-           ("+ response-level eq. 12, 1 round", "dapo_1_response"),
-           ("+ step-level eq. 12, no critic, 1 round", "dapo_1_step_mc"),
-           ("+ DAPO, 1 round", "dapo_1"), ("+ GRPO", "grpo_1"), ("+ PPO", "ppo_1"),
-           ("+ DAPO, 2 rounds", "dapo_2"),
-           ("oracle advantages, 1 round (privileged)", "dapo_1_oracle"))
+# The rows of the baselines table, in the shape of the paper's Table 3: label, results key,
+# and the run folders it is in (None: the seed's own; a name: that baseline's own rounds).
+METHODS = (("pi_ref (SFT)", "sft", None),
+           ("+ RFT, 1 round", "rft_1", "rft"), ("+ RFT, 2 rounds", "rft_2", "rft"),
+           ("+ response-level eq. 12, 1 round", "dapo_1_response", "response"),
+           ("+ response-level eq. 12, 2 rounds", "dapo_2_response", "response"),
+           ("+ step-level eq. 12, no critic, 1 round", "dapo_1_step_mc", "step-mc"),
+           ("+ step-level eq. 12, no critic, 2 rounds", "dapo_2_step_mc", "step-mc"),
+           ("+ GRPO", "grpo_1", None), ("+ PPO", "ppo_1", None),
+           ("+ DAPO, 1 round", "dapo_1", None), ("+ DAPO, 2 rounds", "dapo_2", None),
+           ("oracle advantages, 1 round (privileged)", "dapo_1_oracle", None))
 
 
 def finished(res: dict, key: str) -> bool:
@@ -413,86 +417,97 @@ def finished(res: dict, key: str) -> bool:
 
 
 def method_cost(res: dict, key: str) -> tuple[float, float]:
-    """(generated tokens, wall seconds) a method spent after SFT: an online method's own; DAPO
-    round R's all critic and actor stages up to R; a method trained on round 1's rollouts those
-    rollouts' tokens and seconds, and its own seconds. Each includes its evaluations."""
+    """(generated tokens, wall seconds) a method spent after SFT, evaluations included: an
+    online method's own; round R of an offline method, every round's rollouts (a baseline's
+    own: results rollouts_r; DAPO's and the seed folder's: critic_r) and stages up to R (DAPO's
+    critic stages in full)."""
     if key == "sft":
         return 0, 0.0
-    rec = res[key]
-    if "curve" in rec:  # online
-        return rec["generated_tokens"], rec["wall_time_s"]
-    m = re.fullmatch(r"dapo_(\d+)", key)
-    if m:
-        rounds = range(1, int(m.group(1)) + 1)
-        return (sum(res[f"critic_{r}"]["generated_tokens"] for r in rounds),
-                sum(res[f"critic_{r}"]["wall_time_s"] + res[f"dapo_{r}"]["wall_time_s"]
-                    for r in rounds))
-    crit = res["critic_1"]
-    return crit["generated_tokens"], crit["rollout_time_s"] + rec["wall_time_s"]
+    if "curve" in res[key]:  # online
+        return res[key]["generated_tokens"], res[key]["wall_time_s"]
+    m = re.fullmatch(r"(rft|dapo)_(\d+)(\w*)", key)
+    rounds = range(1, int(m.group(2)) + 1)
+    stages = [f"{m.group(1)}_{r}{m.group(3)}" for r in rounds]
+    own = "rollouts_1" in res  # a baseline's own rounds
+    samples = [res[f"rollouts_{r}" if own else f"critic_{r}"] for r in rounds]
+    tokens = sum(s["generated_tokens"] for s in samples)
+    if key.startswith("dapo_") and m.group(3) == "":  # DAPO: its critic stages in full
+        return tokens, sum(s["wall_time_s"] for s in samples) + sum(
+            res[st]["wall_time_s"] for st in stages)
+    return tokens, sum(s["rollout_time_s"] for s in samples) + sum(
+        res[st]["wall_time_s"] for st in stages)
 
 
-def baselines_report(run_dirs: list[Path], plot: Path) -> str:
+def method_results(results: list[dict], lineages: dict, where) -> list[dict]:
+    """The results.json of the folders a row reads: the seeds' own or a baseline's rounds."""
+    if where is None:
+        return results
+    return [read_results(Path(d)) for d in lineages.get(where, [])]
+
+
+def baselines_report(run_dirs: list[Path], lineages: dict, plot: Path) -> str:
     """sweep.py baselines: each method's greedy accuracy, mean ± std over the seeds that
     finished it, with the generated tokens and wall seconds it spent; the plot of test accuracy
-    against generated tokens along training."""
+    against generated tokens along training. lineages: {baseline: its run folders}."""
     results = [read_results(Path(d)) for d in run_dirs]
-    rows = []
-    for label, key in METHODS:
-        done = [r for r in results if finished(r, key)]
+    rows, curves = [], {}
+    for label, key, where in METHODS:
+        done = [r for r in method_results(results, lineages, where) if finished(r, key)]
         costs = [method_cost(r, key) for r in done]
         rows.append([label, str(len(done))]
                     + [cell([100 * r[key][s]["greedy_acc"] for r in done], "5.1f")
                        for s in ("test", "val", "ood")]
                     + [cell([c[0] / 1e6 for c in costs], "5.2f", "4.2f"),
                        cell([c[1] for c in costs], "5.0f", "4.0f")])
+        if label.endswith(", 1 round") and where is not None or key == "dapo_1":
+            continue  # drawn as the first point of its two-round line
+        curves[label.split(",")[0].lstrip("+ ")] = curve_points(done, key)
     n = next((r["sft"]["test"]["n"] for r in results if finished(r, "sft")), "?")
     return "\n".join([
         f"greedy accuracy in %, mean ± std over the seeds that finished (n = {n} problems per "
         "split); generated tokens (millions) and wall seconds after SFT",
-        grid(["method", "seeds", "test", "val", "ood", "tokens (M)", "wall s"], rows, first=40,
+        grid(["method", "seeds", "test", "val", "ood", "tokens (M)", "wall s"], rows, first=41,
              width=[5, 12, 12, 12, 12, 11]),
-        plot_tokens(results, plot)])
+        plot_tokens(curves, plot)])
 
 
-def curve_points(results: list[dict], key: str) -> list[tuple[float, float, float]]:
-    """(tokens, mean test %, std) along a method's training, averaged over the seeds that
-    finished it: an online method's curve (point by point), DAPO's rounds, or one point."""
-    done = [r for r in results if finished(r, key)]
+def curve_points(done: list[dict], key: str) -> list[tuple[float, float, float]]:
+    """(tokens, mean test %, std) along a method's training, over the runs done: an online
+    method's curve (point by point), an offline method's rounds 1 .. R, or pi_ref's one."""
     if not done:
         return []
-    if "curve" in done[0][key]:
+    if key == "sft":
+        series = [[(0, 100 * r["sft"]["test"]["greedy_acc"])] for r in done]
+    elif "curve" in done[0][key]:
         length = min(len(r[key]["curve"]) for r in done)
         series = [[(c["tokens"], 100 * c["test"]) for c in r[key]["curve"][:length]]
                   for r in done]
-    elif re.fullmatch(r"dapo_\d+", key):
-        keys = [f"dapo_{i}" for i in range(1, int(key.split("_")[1]) + 1)]
-        series = [[(method_cost(r, k)[0], 100 * r[k]["test"]["greedy_acc"]) for k in keys]
-                  for r in done]
     else:
-        series = [[(method_cost(r, key)[0], 100 * r[key]["test"]["greedy_acc"])] for r in done]
+        m = re.fullmatch(r"(rft|dapo)_(\d+)(\w*)", key)
+        keys = [f"{m.group(1)}_{i}{m.group(3)}" for i in range(1, int(m.group(2)) + 1)]
+        series = [[(method_cost(r, k)[0], 100 * r[k]["test"]["greedy_acc"]) for k in keys
+                   if finished(r, k)] for r in done]
     return [(statistics.mean(p[0] for p in pts), *mean_sd([p[1] for p in pts]))
             for pts in zip(*series)]
 
 
-def plot_tokens(results: list[dict], path: Path) -> str:
+def plot_tokens(curves: dict, path: Path) -> str:
     """Test accuracy against generated tokens for every method, mean ± std over seeds."""
     plt = pyplot()
     if plt is None:
         return "(pip install matplotlib for the plot)"
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    base = curve_points(results, "sft")
-    if base:
-        ax.axhline(base[0][1], color="gray", ls="--", lw=1, label="pi_ref (SFT)")
-    for label, key in METHODS[1:]:
-        if key == "dapo_1":
-            continue  # on DAPO's two-round line
-        pts = curve_points(results, key)
-        if pts:
-            ax.errorbar([p[0] / 1e6 for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                        marker="o", ms=4, capsize=3, label=label.lstrip("+ "))
+    for label, pts in curves.items():
+        if not pts:
+            continue
+        if label.startswith("pi_ref"):
+            ax.axhline(pts[0][1], color="gray", ls="--", lw=1, label=label)
+            continue
+        ax.errorbar([p[0] / 1e6 for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                    marker="o", ms=4, capsize=3, label=label)
     ax.set_xlabel("generated tokens (millions)")
     ax.set_ylabel("greedy test accuracy (%)")
-    ax.set_title(f"mean ± std over up to {len(results)} seeds")
+    ax.set_title("test accuracy along training, mean ± std over seeds")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -39,7 +39,10 @@ import train_rft
 SWEEPS = ("baselines", "rounds", "beta", "K", "figure2", "tune")
 BETAS = (0.01, 0.03, 0.1, 0.3, 1.0)
 KS = (2, 4, 8, 16)
-VARIANTS = ("response", "step-mc", "oracle")  # train_actor.py --advantage, beside DAPO's
+# The offline baselines with rounds of their own: a run folder each, ROOT/<name>-seed<S>, that
+# starts from the seed's pi_ref and round-1 rollouts; round 2 samples from its own actor.
+LINEAGES = (("rft", train_rft, []), ("response", train_actor, ["--advantage", "response"]),
+            ("step-mc", train_actor, ["--advantage", "step-mc"]))
 # The tuning grid: every method gets the same 3 trials, its default learning rate and the two
 # next to it on a 1-3-10 ladder (KL and beta stay at the paper's values); the online methods are tuned at one
 # round's budget of generated tokens, to keep the trials affordable.
@@ -92,9 +95,9 @@ def jobs(args) -> list[tuple]:
         common = stage_argv(args, s)
         if args.sweep == "baselines":
             out.append(pipeline_job(args, s, 2))
-            out.append((train_rft.main, common))
-            out += [(train_actor.main, common + ["--advantage", a]) for a in VARIANTS]
+            out.append((train_actor.main, common + ["--advantage", "oracle"]))
             out += [(train_grpo.main, common), (train_ppo.main, common)]
+            out += lineage_jobs(args, s)
         elif args.sweep == "rounds":
             out.append(pipeline_job(args, s, 4))
         elif args.sweep == "K":
@@ -111,6 +114,29 @@ def jobs(args) -> list[tuple]:
         else:  # figure2: the critic of round 1 on its own rollouts
             out.append(pipeline_job(args, s, 1))
     return out
+
+
+def lineage_dir(args, name: str, seed: int) -> Path:
+    return Path(args.root) / f"{name}-{seed_dir(args, seed).name}"
+
+
+def lineage_jobs(args, seed: int) -> list[tuple]:
+    """Two rounds of each offline baseline in its own folder: round 1 on the shared round-1
+    rollouts (its actor written as the next pi_ref), round 2 on rollouts of that actor."""
+    out = []
+    for name, module, extra in LINEAGES:
+        d = lineage_dir(args, name, seed)
+        argv = ["--run-dir", str(d), "--seed", str(seed), "--device", args.device,
+                "--preset", args.preset]
+        out += [(share_round1, [str(seed_dir(args, seed)), str(d)]),
+                (module.main, argv + extra + ["--as-pi-ref"]),
+                (train_critic.main, argv + ["--round", "2", "--rollouts-only"]),
+                (module.main, argv + extra + ["--round", "2"])]
+    return out
+
+
+def share_round1(argv: list[str]) -> None:
+    artifacts.share_round1(Path(argv[0]), Path(argv[1]))
 
 
 def k_dirs(args, seed: int) -> list[tuple[int, bool, Path]]:
@@ -180,6 +206,8 @@ def default_beta() -> float:
 def command(fn, argv) -> str:
     if fn is share_sft:
         return f"(share the SFT stage of {argv[0]} with {argv[1]})"
+    if fn is share_round1:
+        return f"(share the SFT stage and round-1 rollouts of {argv[0]} with {argv[1]})"
     return f"python {fn.__module__}.py {shlex.join(argv)}"
 
 
@@ -189,7 +217,8 @@ def write_report(args, run_dirs: list[Path]) -> str:
     out.mkdir(parents=True, exist_ok=True)
     name = args.sweep + ("" if args.fuse_prob is None else f"-fuse{args.fuse_prob:g}")
     if args.sweep == "baselines":
-        text = report.baselines_report(run_dirs, out / f"{name}.png")
+        lineages = {n: [lineage_dir(args, n, s) for s in args.seeds] for n, _, _ in LINEAGES}
+        text = report.baselines_report(run_dirs, lineages, out / f"{name}.png")
     elif args.sweep == "rounds":
         text = report.summarize([str(d) for d in run_dirs], out / f"{name}.png")
     elif args.sweep == "beta":

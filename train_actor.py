@@ -24,9 +24,9 @@ import time
 import torch
 from tqdm import tqdm
 
-from artifacts import (check_made_from, critic_path, finish_stage, load_critic, load_policy,
-                       load_rollouts, made_by, policy_path, read_results, reusable, rollouts_path,
-                       stamp, task_of, task_record, unflat)
+from artifacts import (actor_path, check_made_from, critic_path, finish_stage, load_critic,
+                       load_policy, load_rollouts, made_by, policy_path, read_results, reusable,
+                       rollouts_path, stamp, task_of, task_record, unflat)
 from common import (UserError, add_round_args, add_tag_arg, args_dict, friendly_errors,
                     load_torch, log_metrics, parse_with_preset, positive, prepare_run_dir,
                     save_checkpoint, tag_suffix)
@@ -57,7 +57,7 @@ def get_args(argv=None):
                    "A = r_i - mean_j r_j from each continuation's own reward, no critic; "
                    "response: a baseline, the whole response one action, A = r - mean r of "
                    "the problem's K samples. Each but critic writes actor_R_<name>.pt")
-    add_tag_arg(g)
+    add_tag_arg(g, as_pi_ref=True)
     g.add_argument("--epochs", type=int, default=2, help="passes over the kept states")
     g.add_argument("--batch-pairs", type=int, default=128,
                    help="(state, action) pairs per step; whole states only")
@@ -292,7 +292,8 @@ def main(argv=None):
     read_results(run_dir)  # a malformed results.json stops here, not after training
     t_start = time.time()
     suffix = SUFFIX[args.advantage] + tag_suffix(args.tag)
-    stage, out = f"dapo_{args.round}{suffix}", run_dir / f"actor_{args.round}{suffix}.pt"
+    stage = f"dapo_{args.round}{suffix}"
+    out = actor_path(run_dir, args.round, suffix, args.as_pi_ref)
     ref, pckpt = load_policy(run_dir, args.round, device)
     ref.eval()
     cfg, data_seed = task_of(pckpt, policy_path(run_dir, args.round))

@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from artifacts import (checked_rollouts, critic_path, difference, finish_stage, flat,
-                       load_critic, load_policy, made_by, policy_hint, policy_path,
+from artifacts import (checked_rollouts, critic_path, current_record, difference, finish_stage,
+                       flat, load_critic, load_policy, made_by, policy_hint, policy_path,
                        read_results, reusable, rollouts_path, stamp, task_of, task_record,
                        unflat, up_to_date)
 from common import (UserError, add_round_args, args_dict, fraction, friendly_errors,
@@ -86,12 +86,18 @@ def get_args(argv=None):
     g.add_argument("--report-only", action="store_true",
                    help="train nothing: report on the saved critic_R.pt and its rollouts again "
                    "(updates results.json['critic_R']['heldout'])")
+    g.add_argument("--rollouts-only", action="store_true",
+                   help="make this round's rollouts and MC targets and no critic (the samples "
+                   "of a baseline's own rounds; results.json['rollouts_R'] records their cost)")
     g.add_argument("--batch-size", type=int, default=64, help="sequences per step")
     g.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     g.add_argument("--surprisal-lr", type=float, default=3e-2,
                    help="AdamW learning rate of the surprisal head's gate and weight")
     g.add_argument("--log-every", type=int, default=50, help="steps between log lines")
     args = parse_with_preset(p, argv, "critic")
+    if args.rollouts_only and args.report_only:
+        raise UserError("--rollouts-only makes no critic and --report-only reports on one: "
+                        "pass one of them")
     recipe(args)
     for name in ("round", "problems", "n1", "n", "K", "sample_batch", "chunk", "epochs",
                  "batch_size", "log_every", "lr", "surprisal_lr"):
@@ -441,6 +447,28 @@ def report(critic, data, heldout, n_held: int, const: float, run_dir: Path, args
             "made_by": stamp(critic_path(run_dir, args.round))}
 
 
+def rollouts_only(args, run_dir: Path, policy, cfg, data_seed: int, device,
+                  t_start: float) -> dict:
+    """--rollouts-only: round R's rollouts and MC targets without a critic; their record
+    (generated tokens and seconds) is results.json["rollouts_R"]."""
+    stage, path = f"rollouts_{args.round}", rollouts_path(run_dir, args.round)
+    data = existing_rollouts(args, run_dir)
+    if data is not None:
+        record = current_record(run_dir, stage, stamp(path))
+        if record is not None:
+            print(f"{path} and its record are up to date with these flags: skipped")
+            return record
+        seconds = read_results(run_dir).get(f"critic_{args.round}", {}).get("rollout_time_s")
+    else:
+        problems = round_problems(data_seed, cfg, args.round, args.problems)
+        data = rollouts(policy, problems, args, run_dir, device, rollouts_made_by(args, run_dir))
+        seconds = time.time() - t_start
+    record = {"generated_tokens": data["generated_tokens"] + data["completion_tokens"],
+              "gen_accuracy": data["gen_accuracy"], "states": len(data["mc"]),
+              "rollout_time_s": seconds, "made_by": stamp(path)}
+    return finish_stage(run_dir, stage, record, t_start)
+
+
 def main(argv=None):
     args = get_args(argv)
     device = pick_device(args.device)
@@ -452,6 +480,8 @@ def main(argv=None):
     cfg, data_seed = task_of(pckpt, policy_path(run_dir, args.round))
     print(f"round {args.round}: pi_ref = {policy_path(run_dir, args.round)}; {args.problems} "
           f"problems, n1={args.n1}, n={args.n}, K={args.K}")
+    if args.rollouts_only:
+        return rollouts_only(args, run_dir, policy, cfg, data_seed, device, t_start)
     data = existing_rollouts(args, run_dir)
     want = critic_made_by(args, run_dir)
     if data is None:  # the rollouts are to be made (again): no critic can come from them yet

@@ -23,9 +23,9 @@ import time
 import torch
 from tqdm import tqdm
 
-from artifacts import (check_made_from, finish_stage, load_policy, load_rollouts, made_by,
-                       policy_path, read_results, reusable, rollouts_path, stamp, task_of,
-                       task_record, unflat)
+from artifacts import (actor_path, check_made_from, finish_stage, load_policy, load_rollouts,
+                       made_by, policy_path, read_results, reusable, rollouts_path, stamp,
+                       task_of, task_record, unflat)
 from common import (UserError, add_round_args, add_tag_arg, args_dict, friendly_errors,
                     log_metrics, parse_with_preset, positive, prepare_run_dir, save_checkpoint,
                     tag_suffix)
@@ -44,7 +44,7 @@ def get_args(argv=None):
     g.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
     g.add_argument("--epochs", type=int, default=2, help="passes over the correct responses")
     g.add_argument("--batch-size", type=int, default=64, help="responses per step")
-    add_tag_arg(g)
+    add_tag_arg(g, as_pi_ref=True)
     g = p.add_argument_group("evaluation and logging")
     g.add_argument("--eval-n", type=int, default=500, help="problems per evaluation split")
     g.add_argument("--log-every", type=int, default=20, help="steps between log lines")
@@ -124,7 +124,7 @@ def main(argv=None):
     run_dir = prepare_run_dir(args.run_dir, must_exist=True)
     read_results(run_dir)  # a malformed results.json stops here, not after training
     t_start, stage = time.time(), f"rft_{args.round}{tag_suffix(args.tag)}"
-    out = run_dir / f"actor_{args.round}_rft{tag_suffix(args.tag)}.pt"
+    out = actor_path(run_dir, args.round, f"_rft{tag_suffix(args.tag)}", args.as_pi_ref)
     pi_ref, rolls = policy_path(run_dir, args.round), rollouts_path(run_dir, args.round)
     data = load_rollouts(run_dir, args.round)
     check_made_from(data, rolls, [pi_ref], f"make it again with train_critic.py --round "

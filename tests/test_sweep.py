@@ -16,17 +16,24 @@ from tiny import CRITIC, SFT
 
 def test_jobs_share_one_run_folder_per_seed_and_start_with_its_pipeline():
     """Guards against a sweep that makes its own SFT model per job (the seed's run folder is
-    shared by every sweep), or runs a job before the pipeline whose files it needs."""
+    shared by every sweep), runs a job before the pipeline whose files it needs, or gives an
+    offline baseline's second round another method's samples."""
     args = sweep.get_args(["baselines", "--seeds", "0", "1", "--root", "R"])
     jobs = [sweep.command(fn, argv) for fn, argv in sweep.jobs(args)]
-    assert len(jobs) == 2 * 7 and jobs[0].startswith("python pipeline.py --run-dir R/seed0 "
-                                                     "--seed 0 --rounds 2")
-    assert all("--run-dir R/seed1 --seed 1" in j for j in jobs[7:])
-    assert [j.split()[1] for j in jobs[:7]] == ["pipeline.py", "train_rft.py"] + [
-        "train_actor.py"] * 3 + ["train_grpo.py", "train_ppo.py"]
+    assert len(jobs) == 2 * 16 and jobs[0].startswith("python pipeline.py --run-dir R/seed0 "
+                                                      "--seed 0 --rounds 2")
+    assert all("R/seed1" in j or "-seed1" in j for j in jobs[16:])
+    assert [j.split()[1] for j in jobs[:4]] == ["pipeline.py", "train_actor.py",
+                                                "train_grpo.py", "train_ppo.py"]
+    rft = jobs[4:8]
+    assert rft[0] == "(share the SFT stage and round-1 rollouts of R/seed0 with R/rft-seed0)"
+    assert rft[1].startswith("python train_rft.py --run-dir R/rft-seed0") and "--as-pi-ref" in rft[1]
+    assert "--round 2 --rollouts-only" in rft[2] and "R/rft-seed0" in rft[2]
+    assert rft[3].endswith("--round 2") and "train_rft.py" in rft[3]
     control = sweep.get_args(["baselines", "--seeds", "0", "--fuse-prob", "0", "--root", "R"])
     assert "--run-dir R/fuse0-seed0" in sweep.command(*sweep.jobs(control)[0])
     assert "--sft-args '--fuse-prob 0'" in sweep.command(*sweep.jobs(control)[0])
+    assert "R/rft-fuse0-seed0" in sweep.command(*sweep.jobs(control)[4])
     beta = [sweep.command(fn, a) for fn, a in sweep.jobs(sweep.get_args(["beta", "--seeds", "0"]))]
     assert len(beta) == 1 + len(sweep.BETAS) - 1  # the default beta is DAPO's own actor_1
     assert "--beta 0.01 --tag beta0.01" in beta[1]
@@ -40,7 +47,7 @@ def fake_results(acc: dict) -> dict:
     res = {k: split(a) for k, a in acc.items()}
     res["critic_1"] = {"generated_tokens": 100, "wall_time_s": 10.0, "rollout_time_s": 6.0}
     res["critic_2"] = {"generated_tokens": 120, "wall_time_s": 12.0, "rollout_time_s": 7.0}
-    for k in ("dapo_1", "dapo_2", "rft_1"):
+    for k in ("dapo_1", "dapo_2", "dapo_1_oracle"):
         res[k]["wall_time_s"] = 2.0
     res["grpo_1"].update(generated_tokens=230, wall_time_s=50.0,
                          curve=[{"tokens": 100, **split(0.5)["val"], "test": 0.5},
@@ -48,33 +55,52 @@ def fake_results(acc: dict) -> dict:
     return res
 
 
+def fake_lineage(a1: float, a2: float) -> dict:
+    """A baseline's own rounds: round-1 rollouts shared (their cost as rollouts_1), round 2's
+    its own (rollouts_2)."""
+    res = {"sft": split(0.4), "rft_1": split(a1), "rft_2": split(a2),
+           "rollouts_1": {"generated_tokens": 100, "rollout_time_s": 6.0},
+           "rollouts_2": {"generated_tokens": 110, "rollout_time_s": 5.0}}
+    res["rft_1"]["wall_time_s"], res["rft_2"]["wall_time_s"] = 1.0, 1.5
+    return res
+
+
 def test_method_cost_counts_what_each_method_spent():
     """Guards against an unequal budget hidden in the table: DAPO's round 2 pays for both
-    rounds' rollouts and stages, RFT for round 1's rollouts (not its critic) and itself."""
-    res = fake_results({"sft": 0.4, "dapo_1": 0.5, "dapo_2": 0.6, "rft_1": 0.55, "grpo_1": 0.6})
+    rounds' rollouts and stages, RFT for its rollouts (not a critic) and itself."""
+    res = fake_results({"sft": 0.4, "dapo_1": 0.5, "dapo_2": 0.6, "dapo_1_oracle": 0.55,
+                        "grpo_1": 0.6})
     assert report.method_cost(res, "dapo_2") == (220, 10.0 + 2.0 + 12.0 + 2.0)
     assert report.method_cost(res, "dapo_1") == (100, 12.0)
-    assert report.method_cost(res, "rft_1") == (100, 6.0 + 2.0)
+    assert report.method_cost(res, "dapo_1_oracle") == (100, 6.0 + 2.0)
     assert report.method_cost(res, "grpo_1") == (230, 50.0)
+    lineage = fake_lineage(0.5, 0.6)
+    assert report.method_cost(lineage, "rft_2") == (210, 6.0 + 1.0 + 5.0 + 1.5)
+    assert report.method_cost(lineage, "rft_1") == (100, 7.0)
 
 
 def test_baselines_report_means_over_the_seeds_that_finished(tmp_path):
     """Guards against a mean over seeds that silently includes a missing run as 0, or a
     curve that is not the method's own."""
-    dirs = []
+    dirs, rft = [], []
     for i, a in enumerate((0.5, 0.7)):
-        d = tmp_path / f"seed{i}"
+        d, r = tmp_path / f"seed{i}", tmp_path / f"rft-seed{i}"
         d.mkdir()
-        res = fake_results({"sft": 0.4, "dapo_1": a, "dapo_2": a + 0.1, "rft_1": 0.55,
-                            "grpo_1": 0.6})
+        r.mkdir()
+        (d / "results.json").write_text(json.dumps(fake_results(
+            {"sft": 0.4, "dapo_1": a, "dapo_2": a + 0.1, "dapo_1_oracle": 0.55,
+             "grpo_1": 0.6})))
+        lineage = fake_lineage(0.55, 0.65)
         if i == 1:
-            del res["rft_1"]  # a seed that has not run RFT yet
-        (d / "results.json").write_text(json.dumps(res))
+            del lineage["rft_2"]  # a seed whose RFT round 2 has not run yet
+        (r / "results.json").write_text(json.dumps(lineage))
         dirs.append(d)
-    text = report.baselines_report(dirs, tmp_path / "b.png")
-    rows = {line[:40].strip(): line[40:].split() for line in text.splitlines()[2:11]}
+        rft.append(r)
+    text = report.baselines_report(dirs, {"rft": rft}, tmp_path / "b.png")
+    rows = {line[:41].strip(): line[41:].split() for line in text.splitlines()[2:14]}
     assert rows["+ DAPO, 1 round"][:4] == ["2", "60.0", "±", "14.1"]
-    assert rows["+ RFT, 1 round"][:2] == ["1", "55.0"]
+    assert rows["+ RFT, 1 round"][:2] == ["2", "55.0"]
+    assert rows["+ RFT, 2 rounds"][:2] == ["1", "65.0"]
     assert rows["+ PPO"][0] == "0" and rows["+ PPO"][1] == "-"
     pts = report.curve_points([json.loads((d / "results.json").read_text()) for d in dirs],
                               "dapo_2")
@@ -155,3 +181,32 @@ def test_a_tag_names_the_files_and_refuses_odd_characters(tmp_path, capsys):
     assert tag_suffix("lr1e-05") == "_lr1e-05" and tag_suffix("") == ""
     code, err = run(sweep.train_rft.main, ["--run-dir", str(tmp_path), "--tag", "a/b"], capsys)
     assert code == 2 and "--tag may hold letters" in err
+
+
+def test_a_baseline_s_own_second_round_samples_from_its_own_actor(tmp_path, capsys):
+    """Guards against a baseline's round 2 trained on DAPO's samples, or on samples whose cost
+    the table does not count: --as-pi-ref makes the baseline's actor the next pi_ref, and
+    train_critic.py --rollouts-only rolls out from it, with no critic and a cost record."""
+    import train_actor
+    from artifacts import file_hash, share_round1
+    from tiny import ACTOR
+    seed, own = tmp_path / "seed0", tmp_path / "step-mc-seed0"
+    train_sft.main(["--run-dir", str(seed)] + SFT)
+    train_critic.main(["--run-dir", str(seed)] + CRITIC)
+    share_round1(seed, own)
+    argv = ["--run-dir", str(own), "--advantage", "step-mc"] + ACTOR
+    train_actor.main(argv + ["--as-pi-ref"])
+    assert (own / "actor_1.pt").exists() and not (own / "actor_1_step_mc.pt").exists()
+    train_critic.main(["--run-dir", str(own), "--round", "2", "--rollouts-only"] + CRITIC)
+    assert not (own / "critic_2.pt").exists()
+    rolls = torch.load(own / "rollouts_2.pt", weights_only=True)
+    assert rolls["made_by"]["inputs"]["actor_1.pt"] == file_hash(own / "actor_1.pt")
+    train_actor.main(argv + ["--round", "2"])
+    res = json.loads((own / "results.json").read_text())
+    assert res["rollouts_2"]["generated_tokens"] == (rolls["generated_tokens"]
+                                                     + rolls["completion_tokens"])
+    tokens, _ = report.method_cost(res, "dapo_2_step_mc")
+    assert tokens == res["rollouts_1"]["generated_tokens"] + res["rollouts_2"]["generated_tokens"]
+    capsys.readouterr()
+    train_critic.main(["--run-dir", str(own), "--round", "2", "--rollouts-only"] + CRITIC)
+    assert "up to date with these flags: skipped" in capsys.readouterr().out
