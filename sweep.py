@@ -44,8 +44,8 @@ KS = (2, 4, 8, 16)
 LINEAGES = (("rft", train_rft, []), ("response", train_actor, ["--advantage", "response"]),
             ("step-mc", train_actor, ["--advantage", "step-mc"]))
 # The tuning grid: every method gets the same 3 trials, its default learning rate and the two
-# next to it on a 1-3-10 ladder (KL and beta stay at the paper's values); the online methods are tuned at one
-# round's budget of generated tokens, to keep the trials affordable.
+# next to it on a 1-3-10 ladder (KL and beta stay at the paper's values); the online methods
+# are tuned at one round's budget of generated tokens, to keep the trials affordable.
 TUNE = (("dapo", "dapo_1", train_actor, []), ("response", "dapo_1_response", train_actor,
                                                ["--advantage", "response"]),
         ("step-mc", "dapo_1_step_mc", train_actor, ["--advantage", "step-mc"]),

@@ -27,7 +27,8 @@ def test_jobs_share_one_run_folder_per_seed_and_start_with_its_pipeline():
                                                 "train_grpo.py", "train_ppo.py"]
     rft = jobs[4:8]
     assert rft[0] == "(share the SFT stage and round-1 rollouts of R/seed0 with R/rft-seed0)"
-    assert rft[1].startswith("python train_rft.py --run-dir R/rft-seed0") and "--as-pi-ref" in rft[1]
+    assert rft[1].startswith("python train_rft.py --run-dir R/rft-seed0")
+    assert "--as-pi-ref" in rft[1]
     assert "--round 2 --rollouts-only" in rft[2] and "R/rft-seed0" in rft[2]
     assert rft[3].endswith("--round 2") and "train_rft.py" in rft[3]
     control = sweep.get_args(["baselines", "--seeds", "0", "--fuse-prob", "0", "--root", "R"])
