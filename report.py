@@ -304,10 +304,12 @@ def mean_sd(xs) -> tuple[float, float]:
 
 
 def cell(xs, spec: str, sd_spec: str = "4.1f") -> str:
-    """ "mean ± std" of xs, "-" if there are none."""
+    """ "mean ± std" of xs, the value alone if there is one, "-" if there are none."""
     if not xs:
         return "-"
     m, sd = mean_sd(xs)
+    if len(xs) == 1:
+        return f"{m:{spec}}"
     return f"{m:{spec}} ± {sd:{sd_spec}}"
 
 

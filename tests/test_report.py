@@ -47,8 +47,9 @@ def test_ratio_interval():
 
 def test_grid_and_cells_line_up():
     """Guards against misaligned tables: the first column is left-aligned, the others
-    right-aligned to a common width, and a mean ± std cell reads "m ± sd" ("-" if empty)."""
+    right-aligned to a common width, and a mean ± std cell reads "m ± sd" (one value alone,
+    with no std it does not have; "-" if empty)."""
     out = grid(["stage", "val"], [["sft", "45.8%"], ["dapo_10", "57.0%"]], first=8, width=7)
     assert out.splitlines() == ["stage        val", "sft        45.8%", "dapo_10    57.0%"]
     assert cell([1.0, 3.0], "5.1f") == "  2.0 ±  1.4"
-    assert cell([2.0], "5.1f") == "  2.0 ±  0.0" and cell([], "5.1f") == "-"
+    assert cell([2.0], "5.1f") == "  2.0" and cell([], "5.1f") == "-"
