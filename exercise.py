@@ -438,7 +438,9 @@ def main(argv=None):
         if args.calibrate:
             print(calibrate(args.run_dir, args.seeds))
         else:
+            t0 = time.time()
             got = golden_run(args.run_dir, args.seed, args.sft_from)
+            print(f"golden run: {time.time() - t0:.0f} s (stages reused from before count as 0)")
             record = json.loads((ROOT / GOLDEN_FILE).read_text()) \
                 if (ROOT / GOLDEN_FILE).exists() else None
             print(golden_table(record, got) if record else json.dumps(got))
