@@ -225,14 +225,15 @@ def check_mutants() -> int:
 
 # ----------------------------------------------------------------------------- the golden run
 
-# The golden run: pi_ref (the SFT stage at seed 0, built once and reused) and one DAPO round on
-# fewer problems than the pipeline's, a few minutes on a 2-core CPU (docs/handout.md).
-GOLDEN = {"sft": ["--seed", "0"], "critic": ["--problems", "512"], "actor": []}
+# The golden run: pi_ref (the SFT stage at seed 0, built once and reused) and the pipeline's
+# round 1, about 4 minutes on a 2-core CPU (docs/handout.md).
+GOLDEN = {"sft": ["--seed", "0"], "critic": [], "actor": []}
 GOLDEN_FILE = Path("tests/exercises/golden.json")
-# What the golden run grades, and in which direction a result may pass the reference's spread.
-MEASURES = (("gain", "greedy test gain of the round, points", "higher"),
-            ("brier_ratio", "critic's held-out Brier / a constant predictor's", "lower"),
-            ("kept", "share of states kept by the gap filter", "both"))
+# What the golden run grades, in which direction a result may pass the reference's spread, and
+# what learning nothing gives (a passing result must beat it).
+MEASURES = (("gain", "greedy test gain of the round, points", "higher", 0.0),
+            ("brier_ratio", "critic's held-out Brier / a constant predictor's", "lower", 1.0),
+            ("kept", "share of states kept by the gap filter", "both", None))
 
 
 def golden_measures(run_dir: Path) -> dict:
@@ -260,29 +261,35 @@ def golden_run(run_dir: Path, seed: int, sft_from: Path | None = None) -> dict:
     return golden_measures(run_dir)
 
 
-def band(xs: list[float], side: str) -> dict:
+def band(xs: list[float], side: str, nothing: float | None) -> dict:
     """The reference's mean and std over seeds, and the interval a result passes in: 3 std
-    (and 1 % of the mean) on the side(s) a mistake moves it to; unbounded on the other."""
+    (and 1 % of the mean) on the side(s) a mistake moves it to, and no worse than learning
+    nothing; unbounded on the other side."""
     import statistics
     mean, sd = statistics.mean(xs), statistics.stdev(xs)
     slack = 3 * sd + 0.01 * abs(mean)
-    return {"mean": mean, "sd": sd, "low": None if side == "lower" else mean - slack,
-            "high": None if side == "higher" else mean + slack}
+    low = None if side == "lower" else mean - slack
+    high = None if side == "higher" else mean + slack
+    if nothing is not None and side == "higher":
+        low = max(low, nothing)
+    if nothing is not None and side == "lower":
+        high = min(high, nothing)
+    return {"mean": mean, "sd": sd, "low": low, "high": high}
 
 
-def calibrate(out: Path, seeds: list[int]) -> str:
-    """The reference's own spread: the golden run on each seed (one shared pi_ref), written to
-    tests/exercises/golden.json with the band each measure must fall in."""
+def calibrate(out: Path, seeds: list[int], sft_from: Path | None = None) -> str:
+    """The reference's own spread: the golden run on each seed (one shared pi_ref: sft_from's,
+    or the first seed's), written to tests/exercises/golden.json with each measure's band."""
     if len(seeds) < 5:
         raise UserError("calibrate on at least 5 seeds (--seeds 0 1 2 3 4)")
-    t0, per_seed = time.time(), {}
+    t0, per_seed, first = time.time(), {}, out / f"seed{seeds[0]}"
     for s in seeds:
-        per_seed[str(s)] = golden_run(out / f"seed{s}", s, sft_from=out / f"seed{seeds[0]}")
+        per_seed[str(s)] = golden_run(out / f"seed{s}", s, sft_from=sft_from or first)
     from artifacts import file_hash
     record = {"flags": GOLDEN, "seeds": per_seed,
               "sft_sha256": file_hash(out / f"seed{seeds[0]}" / "sft.pt"),
-              "bands": {key: band([m[key] for m in per_seed.values()], side)
-                        for key, _, side in MEASURES},
+              "bands": {key: band([m[key] for m in per_seed.values()], side, nothing)
+                        for key, _, side, nothing in MEASURES},
               "wall_s_per_seed": (time.time() - t0) / len(seeds)}
     save_json(ROOT / GOLDEN_FILE, record)
     return golden_table(record) + f"\nwritten to {GOLDEN_FILE}"
@@ -295,7 +302,7 @@ def passes(x: float, b: dict) -> bool:
 def golden_table(record: dict, got: dict | None = None) -> str:
     """Each measure's reference mean ± std over seeds and pass band, and a result beside it."""
     lines = []
-    for key, what, _ in MEASURES:
+    for key, what, _, _ in MEASURES:
         b = record["bands"][key]
         lo = "-inf" if b["low"] is None else f"{b['low']:.3f}"
         hi = "inf" if b["high"] is None else f"{b['high']:.3f}"
@@ -348,7 +355,7 @@ def cached_sft(record: dict) -> list[str]:
     """--sft-from the calibration's SFT stage, when it is here and is the one calibrated on
     (checked by hash); else nothing, and the golden run trains its own pi_ref."""
     from artifacts import file_hash
-    cache = ROOT / "runs" / "golden" / "seed0"
+    cache = ROOT / "runs" / "seed0"  # the seed-0 pipeline's pi_ref, calibrated on
     want = record.get("sft_sha256")
     ok = want is not None and file_hash(cache / "sft.pt") == want
     return ["--sft-from", str(cache)] if ok else []
@@ -368,7 +375,7 @@ def golden_entry(tree: Path, run_dir: Path, seed: int) -> dict:
                 "output": "the golden run failed: " + (proc.stderr.strip().splitlines()
                                                        or ["no output"])[-1]}
     got = golden_measures(run_dir)
-    ok = sum(passes(got[k], record["bands"][k]) for k, _, _ in MEASURES)
+    ok = sum(passes(got[k], record["bands"][k]) for k, _, _, _ in MEASURES)
     return {"name": "golden run", "score": float(ok), "max_score": 3.0,
             "visibility": "visible", "output": golden_table(record, got)}
 
@@ -436,7 +443,7 @@ def main(argv=None):
         sys.exit(check_mutants())
     elif args.command == "golden":
         if args.calibrate:
-            print(calibrate(args.run_dir, args.seeds))
+            print(calibrate(args.run_dir, args.seeds, args.sft_from))
         else:
             t0 = time.time()
             got = golden_run(args.run_dir, args.seed, args.sft_from)
