@@ -82,8 +82,9 @@ def pipeline_job(args, seed: int, rounds: int) -> tuple:
     return pipeline.main, argv
 
 
-def stage_argv(args, seed: int) -> list[str]:
-    return ["--run-dir", str(seed_dir(args, seed)), "--seed", str(seed), "--device",
+def stage_argv(args, seed: int, run_dir: Path | None = None) -> list[str]:
+    """A stage's run folder (the seed's by default), seed, device and preset flags."""
+    return ["--run-dir", str(run_dir or seed_dir(args, seed)), "--seed", str(seed), "--device",
             args.device, "--preset", args.preset]
 
 
@@ -126,8 +127,7 @@ def lineage_jobs(args, seed: int) -> list[tuple]:
     out = []
     for name, module, extra in LINEAGES:
         d = lineage_dir(args, name, seed)
-        argv = ["--run-dir", str(d), "--seed", str(seed), "--device", args.device,
-                "--preset", args.preset]
+        argv = stage_argv(args, seed, d)
         out += [(share_round1, [str(seed_dir(args, seed)), str(d)]),
                 (module.main, argv + extra + ["--as-pi-ref"]),
                 (train_critic.main, argv + ["--round", "2", "--rollouts-only"]),
@@ -168,8 +168,7 @@ def k_jobs(args, seed: int) -> list[tuple]:
         if d == seed_dir(args, seed):
             continue
         n = round(problems * K0 / k) if same_budget else problems
-        argv = ["--run-dir", str(d), "--seed", str(seed), "--device", args.device,
-                "--preset", args.preset]
+        argv = stage_argv(args, seed, d)
         out += [(share_sft, [str(seed_dir(args, seed)), str(d)]),
                 (train_critic.main, argv + ["--K", str(k), "--problems", str(n)]),
                 (train_actor.main, argv)]
