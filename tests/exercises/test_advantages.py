@@ -65,8 +65,27 @@ def test_dapo_loss_is_stationary_where_the_log_ratio_is_a_over_beta():
     logp = (ref + adv / beta).requires_grad_(True)
     loss = dapo_loss(logp, ref, adv, beta)
     loss.backward()
-    assert float(loss) == pytest.approx(0.0, abs=1e-10) and logp.grad.abs().max() < 1e-6, (
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-10) and logp.grad.abs().max() < 1e-6, (
         "likely mistake: eq. 12 must be zero, with zero gradient, where log(pi/pi_ref) = A/beta")
     other = ref + 2 * adv / beta
     assert float(dapo_loss(other, ref, adv, beta)) > 0.1, (
         "likely mistake: eq. 12 must grow when the log-ratio overshoots A/beta")
+
+
+def test_lemma_3_1_the_gradient_at_pi_ref():
+    """Lemma 3.1 on a tabular softmax policy over 5 actions: at theta = theta_ref the gradient
+    of sum_a pi_ref(a) * eq. 12 (a) is -1/beta times that of the policy's improvement I_s, in
+    closed form -(1/beta) pi_ref(b) (A(b) - E_pi_ref[A]) for logit b."""
+    torch.manual_seed(3)
+    logits_ref = torch.randn(5, dtype=torch.float64)
+    ref = torch.log_softmax(logits_ref, -1)
+    pi, adv, beta = ref.exp(), torch.rand(5, dtype=torch.float64), 0.4
+    theta = logits_ref.clone().requires_grad_(True)
+    logp = torch.log_softmax(theta, -1)
+    loss = sum(pi[a] * dapo_loss(logp[a:a + 1], ref[a:a + 1], adv[a:a + 1], beta)
+               for a in range(5))
+    (grad,) = torch.autograd.grad(loss, theta)
+    want = -(pi * (adv - (pi * adv).sum())) / beta
+    assert torch.allclose(grad, want, atol=1e-10), (
+        "likely mistake: Lemma 3.1 fails, so eq. 12's gradient at pi_ref is not the policy "
+        "gradient of the advantage: check the sign of the log-ratio, A / beta, and the 1/2")
