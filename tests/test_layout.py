@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("train_sft", "train_critic", "train_actor", "train_rft", "train_grpo", "train_ppo",
           "pipeline", "sweep", "exercise", "bench")
-SOURCES = sorted(ROOT.glob("*.py")) + sorted((ROOT / "tests").glob("*.py"))
+SOURCES = sorted(ROOT.glob("*.py")) + sorted((ROOT / "tests").rglob("*.py"))
 
 
 def imported(path: Path) -> set[str]:
