@@ -116,3 +116,17 @@ def test_the_handout_lists_every_set_and_every_mutant():
         assert f"| `{name}` |" in text
     for name, set_name, *_ in exercise.load_key():
         assert f"| {set_name} | {name} |" in text, name
+
+
+def test_the_golden_bands_pass_the_reference_and_fail_learning_nothing():
+    """Guards against a golden.json whose bands a correct implementation fails, or that an
+    implementation which learns nothing passes."""
+    record = json.loads((exercise.ROOT / exercise.GOLDEN_FILE).read_text())
+    assert len(record["seeds"]) >= 5
+    for measures in record["seeds"].values():
+        assert all(exercise.passes(measures[k], record["bands"][k])
+                   for k, *_ in exercise.MEASURES)
+    assert not exercise.passes(0.0, record["bands"]["gain"])  # no change
+    assert not exercise.passes(1.0, record["bands"]["brier_ratio"])  # a constant critic
+    table = exercise.golden_table(record, {"gain": 9.0, "brier_ratio": 0.7, "kept": 0.5})
+    assert table.count("PASS") == 2 and table.count("FAIL") == 1  # too many states kept
