@@ -299,6 +299,21 @@ def build_model(cfg: GPTConfig, device) -> GPT:
                         f"{device}; choose a smaller --n-layer or --n-embd") from None
 
 
+def adamw(model, lr: float, device) -> torch.optim.AdamW:
+    """The optimiser of the RL stages and baselines: AdamW, betas (0.9, 0.95), no weight decay
+    (the paper's), fused on CUDA."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0,
+                             fused=torch.device(device).type == "cuda")
+
+
+def adam_step(model, opt, loss: torch.Tensor) -> None:
+    """One optimiser step on a loss, gradients clipped to norm 1."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
 def log_metrics(run_dir: Path, record: dict) -> None:
     """Append one JSON line to run_dir/metrics.jsonl (one line per logging interval)."""
     path = Path(run_dir) / "metrics.jsonl"

@@ -103,19 +103,6 @@ def sample_batch(policy, ref, problems, n: int, gen, device) -> dict:
             "rewards": rewards, "tokens": sum(len(o) for o in outs), "sample_s": sample_s}
 
 
-def adam_step(model, opt, loss: torch.Tensor) -> None:
-    """One AdamW step on a loss, gradients clipped to norm 1."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-
-
-def adamw(model, lr: float, device) -> torch.optim.AdamW:
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0,
-                             fused=device.type == "cuda")
-
-
 def train(policy, problems, step, ctx: dict, args, device) -> tuple[list, int]:
     """Call step(batch of problems) -> (generated tokens, seconds spent sampling them, mean
     reward, loss) until --budget generated tokens, evaluating greedily every --eval-every

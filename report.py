@@ -290,9 +290,7 @@ def load_runs(run_dirs: list[str]) -> tuple[list[tuple[dict, dict]], list[str]]:
     stages = [k for k in runs[0][0] if k == "sft" or re.fullmatch(r"dapo_\d+", k)]
     for d, (res, _) in zip(run_dirs, runs):
         for st in stages or ["sft"]:
-            rec = res.get(st, {})
-            if not all(isinstance((rec.get(s) or {}).get("greedy_acc"), (int, float))
-                       for s in SPLITS):
+            if not finished(res, st):
                 raise UserError(f"{d} has not finished {st} (no greedy accuracy in its "
                                 f"results.json); finish it with pipeline.py --run-dir {d}, or "
                                 "leave it out of --summarize")
@@ -418,6 +416,16 @@ def finished(res: dict, key: str) -> bool:
         isinstance((rec.get(s) or {}).get("greedy_acc"), (int, float)) for s in SPLITS)
 
 
+def round_keys(key: str) -> list[str]:
+    """The results keys of rounds 1 .. R of an offline method's round-R key.
+
+        >>> round_keys("dapo_2_step_mc")
+        ['dapo_1_step_mc', 'dapo_2_step_mc']
+    """
+    m = re.fullmatch(r"(rft|dapo)_(\d+)(\w*)", key)
+    return [f"{m.group(1)}_{r}{m.group(3)}" for r in range(1, int(m.group(2)) + 1)]
+
+
 def method_cost(res: dict, key: str) -> tuple[float, float]:
     """(generated tokens, wall seconds) a method spent after SFT, evaluations included: an
     online method's own; round R of an offline method, every round's rollouts (a baseline's
@@ -427,13 +435,12 @@ def method_cost(res: dict, key: str) -> tuple[float, float]:
         return 0, 0.0
     if "curve" in res[key]:  # online
         return res[key]["generated_tokens"], res[key]["wall_time_s"]
-    m = re.fullmatch(r"(rft|dapo)_(\d+)(\w*)", key)
-    rounds = range(1, int(m.group(2)) + 1)
-    stages = [f"{m.group(1)}_{r}{m.group(3)}" for r in rounds]
+    stages = round_keys(key)
+    rounds = range(1, len(stages) + 1)
     own = "rollouts_1" in res  # a baseline's own rounds
     samples = [res[f"rollouts_{r}" if own else f"critic_{r}"] for r in rounds]
     tokens = sum(s["generated_tokens"] for s in samples)
-    if key.startswith("dapo_") and m.group(3) == "":  # DAPO: its critic stages in full
+    if re.fullmatch(r"dapo_\d+", key):  # DAPO: its critic stages in full
         return tokens, sum(s["wall_time_s"] for s in samples) + sum(
             res[st]["wall_time_s"] for st in stages)
     return tokens, sum(s["rollout_time_s"] for s in samples) + sum(
@@ -485,9 +492,7 @@ def curve_points(done: list[dict], key: str) -> list[tuple[float, float, float]]
         series = [[(c["tokens"], 100 * c["test"]) for c in r[key]["curve"][:length]]
                   for r in done]
     else:
-        m = re.fullmatch(r"(rft|dapo)_(\d+)(\w*)", key)
-        keys = [f"{m.group(1)}_{i}{m.group(3)}" for i in range(1, int(m.group(2)) + 1)]
-        series = [[(method_cost(r, k)[0], 100 * r[k]["test"]["greedy_acc"]) for k in keys
+        series = [[(method_cost(r, k)[0], 100 * r[k]["test"]["greedy_acc"]) for k in round_keys(key)
                    if finished(r, k)] for r in done]
     return [(statistics.mean(p[0] for p in pts), *mean_sd([p[1] for p in pts]))
             for pts in zip(*series)]

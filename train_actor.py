@@ -27,9 +27,9 @@ from tqdm import tqdm
 from artifacts import (actor_path, check_made_from, critic_path, finish_stage, load_critic,
                        load_policy, load_rollouts, made_by, policy_path, read_results, reusable,
                        rollouts_path, stamp, task_of, task_record, unflat)
-from common import (UserError, add_round_args, add_tag_arg, args_dict, friendly_errors,
-                    load_torch, log_metrics, parse_with_preset, positive, prepare_run_dir,
-                    save_checkpoint, tag_suffix)
+from common import (UserError, adam_step, adamw, add_round_args, add_tag_arg, args_dict,
+                    friendly_errors, load_torch, log_metrics, parse_with_preset, positive,
+                    prepare_run_dir, save_checkpoint, tag_suffix)
 
 # The flags that change what actor_R.pt holds (artifacts.made_by).
 MADE_BY = ("seed", "beta", "adv_threshold", "lr", "advantage", "epochs", "batch_pairs")
@@ -230,8 +230,7 @@ def batch_loss(actor, groups: list[dict], b: list[int], beta: float, device) -> 
 def train(actor, groups: list[dict], stats: dict, args, run_dir, device) -> tuple[int, list]:
     """Minimise eq. 12 over --epochs passes of state-wise batches; returns (steps, log)."""
     actor.train()
-    opt = torch.optim.AdamW(actor.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0,
-                            fused=device.type == "cuda")
+    opt = adamw(actor, args.lr, device)
     rng = random.Random(args.seed)
     epochs = [state_batches(groups, args.batch_pairs, rng) for _ in range(args.epochs)]
     total, step, t0 = sum(len(e) for e in epochs), 0, time.time()
@@ -240,10 +239,7 @@ def train(actor, groups: list[dict], stats: dict, args, run_dir, device) -> tupl
     log = []
     for b in [b for batches in epochs for b in batches]:
         loss, sums = batch_loss(actor, groups, b, args.beta, device)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(actor.parameters(), 1.0)
-        opt.step()
+        adam_step(actor, opt, loss)
         acc += sums
         step += 1
         bar.update(1)

@@ -21,7 +21,8 @@ import argparse
 import torch
 
 import online
-from common import UserError, add_round_args, friendly_errors, parse_with_preset, positive
+from common import (UserError, adam_step, adamw, add_round_args, friendly_errors,
+                    parse_with_preset, positive)
 from model import autocast, token_logprobs
 
 # The flags that change what actor_R_grpo.pt holds (artifacts.made_by).
@@ -80,7 +81,7 @@ def grpo_step(policy, ref, opt, args, gen, device):
                 logp = token_logprobs(policy, b["idx"], b["mask"]).float()
             loss = grpo_loss(logp, b["old"], b["ref"], b["mask"][:, 1:].float(), adv,
                              args.clip, args.kl)
-            online.adam_step(policy, opt, loss)
+            adam_step(policy, opt, loss)
         return b["tokens"], b["sample_s"], float(b["rewards"].mean()), float(loss)
     return step
 
@@ -90,7 +91,7 @@ def main(argv=None):
 
     def make_step(policy, ref, run_dir, gen, device):
         print(f"  G={args.G}, clip={args.clip}, {args.updates} updates per batch")
-        return grpo_step(policy, ref, online.adamw(policy, args.lr, device), args, gen, device)
+        return grpo_step(policy, ref, adamw(policy, args.lr, device), args, gen, device)
     return online.run(args, "grpo", MADE_BY, make_step, seed_offset=17)
 
 

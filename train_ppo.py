@@ -24,8 +24,8 @@ import torch
 
 import online
 from artifacts import policy_hint, policy_path
-from common import (add_round_args, fraction, friendly_errors, load_model, parse_with_preset,
-                    positive)
+from common import (adam_step, adamw, add_round_args, fraction, friendly_errors, load_model,
+                    parse_with_preset, positive)
 from model import autocast, token_logprobs
 
 # The flags that change what actor_R_ppo.pt holds (artifacts.made_by).
@@ -132,8 +132,8 @@ def ppo_step(policy, value_model, ref, opts, args, gen, device):
                 v = token_values(value_model, b["idx"])
             pg, vf = ppo_losses(logp, b["old"], adv, v, old_v, ret, mask, args.clip,
                                 args.vf_clip)
-            online.adam_step(policy, opts[0], pg)
-            online.adam_step(value_model, opts[1], vf)
+            adam_step(policy, opts[0], pg)
+            adam_step(value_model, opts[1], vf)
         return b["tokens"], b["sample_s"], float(b["rewards"].mean()), float(pg)
     return step
 
@@ -145,8 +145,8 @@ def main(argv=None):
         value_model = initial_value_model(run_dir, args.round, device)
         print(f"  {args.samples} samples per problem, GAE gamma={args.gamma} "
               f"lambda={args.lam}, value lr {args.vf_lr}")
-        opts = (online.adamw(policy, args.lr, device),
-                online.adamw(value_model, args.vf_lr, device))
+        opts = (adamw(policy, args.lr, device),
+                adamw(value_model, args.vf_lr, device))
         return ppo_step(policy, value_model, ref, opts, args, gen, device)
     return online.run(args, "ppo", MADE_BY, make_step, seed_offset=19)
 

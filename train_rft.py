@@ -26,9 +26,9 @@ from tqdm import tqdm
 from artifacts import (actor_path, check_made_from, finish_stage, load_policy, load_rollouts,
                        made_by, policy_path, read_results, reusable, rollouts_path, stamp,
                        task_of, task_record, unflat)
-from common import (UserError, add_round_args, add_tag_arg, args_dict, friendly_errors,
-                    log_metrics, parse_with_preset, positive, prepare_run_dir, save_checkpoint,
-                    tag_suffix)
+from common import (UserError, adam_step, adamw, add_round_args, add_tag_arg, args_dict,
+                    friendly_errors, log_metrics, parse_with_preset, positive, prepare_run_dir,
+                    save_checkpoint, tag_suffix)
 from data import EOT_ID, decode, encode, parse_prompt, verify
 from model import autocast, pack_continuations, pick_device
 from report import accuracy_vs_pi_ref
@@ -91,8 +91,7 @@ def rft_loss(model, prompts, responses, device) -> tuple[torch.Tensor, int]:
 def train(model, prompts, responses, args, run_dir, device) -> tuple[int, float]:
     """--epochs shuffled passes of AdamW on rft_loss; returns (steps, seconds)."""
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0,
-                            fused=device.type == "cuda")
+    opt = adamw(model, args.lr, device)
     rng = random.Random(args.seed)
     order = [rng.sample(range(len(prompts)), len(prompts)) for _ in range(args.epochs)]
     batches = [o[i:i + args.batch_size] for o in order
@@ -100,10 +99,7 @@ def train(model, prompts, responses, args, run_dir, device) -> tuple[int, float]
     t0, total = time.time(), torch.zeros((), device=device)
     for step, b in enumerate(tqdm(batches, desc="rft", unit="step", dynamic_ncols=True), 1):
         loss, _ = rft_loss(model, [prompts[i] for i in b], [responses[i] for i in b], device)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        adam_step(model, opt, loss)
         total += loss.detach()
         if step % args.log_every == 0 or step == len(batches):
             avg = total.item() / ((step - 1) % args.log_every + 1)  # one sync per interval
