@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import torch.distributed as tdist
 
 from model import GPT, GPTConfig, config_dict
 
@@ -36,7 +37,8 @@ def friendly_errors():
     try:
         yield
     except (UserError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        where = f" (rank {tdist.get_rank()})" if not main_process() else ""
+        print(f"error{where}: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("\ninterrupted: nothing half-written was left behind; run the same command again",
@@ -165,7 +167,8 @@ def prepare_run_dir(path: str, must_exist: bool = False) -> Path:
     except OSError as e:
         raise UserError(f"cannot write to run folder {p} ({e.strerror}); "
                         "pass a writable --run-dir") from None
-    remove_orphans(p)
+    if main_process():  # under torchrun only rank 0 writes, so only it has temporary files
+        remove_orphans(p)
     return p
 
 
@@ -185,11 +188,37 @@ def umask() -> int:
     return mask
 
 
+def main_process() -> bool:
+    """False on the processes of a torchrun job but rank 0: they write no file (parallel.py)."""
+    return not tdist.is_initialized() or tdist.get_rank() == 0
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), then rename tmp_path over path (atomic on POSIX). The file gets
     the user's normal permissions (0666 less the umask, as open() gives). A failed write
-    (a full disk, say) leaves no file behind and stops with one sentence."""
-    path = Path(path)
+    (a full disk, say) leaves no file behind and stops with one sentence. Under torchrun every
+    rank calls it and waits while rank 0 alone writes, so that no rank reads a file early."""
+    if tdist.is_initialized():
+        if tdist.get_rank() == 0:
+            write_file(Path(path), write)
+        try:
+            tdist.barrier()
+        except (RuntimeError, tdist.DistError) as e:
+            raise lost_rank(e) from None
+        return
+    write_file(Path(path), write)
+
+
+def lost_rank(e: Exception) -> UserError:
+    """The one sentence for a collective step that failed because another process died (e,
+    the backend's own message, names a socket, not the cause)."""
+    return UserError(f"rank {tdist.get_rank()} lost contact with another process of this "
+                     "torchrun job, which stopped (its own error, if it had one, is above); what "
+                     "the ranks finished is saved: run the same command again to resume")
+
+
+def write_file(path: Path, write) -> None:
+    """atomic_write's work in the process that writes."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -315,7 +344,10 @@ def adam_step(model, opt, loss: torch.Tensor) -> None:
 
 
 def log_metrics(run_dir: Path, record: dict) -> None:
-    """Append one JSON line to run_dir/metrics.jsonl (one line per logging interval)."""
+    """Append one JSON line to run_dir/metrics.jsonl (one line per logging interval); under
+    torchrun, rank 0's call does."""
+    if not main_process():
+        return
     path = Path(run_dir) / "metrics.jsonl"
     try:
         with open(path, "a") as f:

@@ -16,6 +16,7 @@ import torch
 from data import (EOT_ID, NL_ID, OPS, Problem, TaskConfig, TrainProblems, Verdict, decode, encode,
                   eval_split, parse_prompt, split_lines, verify)
 from model import GPT, generate
+import parallel
 
 # ----------------------------------------------------------------------------- evaluation
 
@@ -47,7 +48,9 @@ def evaluate(model: GPT, problems: list[Problem], temperature: float = 0.0,
     two_op_acc the share of those that are right (None if there are none); failures lists up
     to keep_failures examples.
     """
-    responses = solve(model, problems, temperature, generator, batch_size)
+    mine = parallel.shard(problems)  # under torchrun each rank solves a share (parallel.py)
+    responses = parallel.unshard(solve(model, mine, temperature, generator, batch_size)
+                                 if mine else [], len(problems))
     verdicts = [verify(p, r) for p, r in zip(problems, responses)]
     wrong = [v.n_wrong for v in verdicts if v.reward == 0]
     two = [ok for v in verdicts for k, ok in zip(v.line_ops, v.line_ok) if k >= 2]

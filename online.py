@@ -24,7 +24,8 @@ from common import (UserError, add_tag_arg, args_dict, log_metrics, positive, pr
                     save_checkpoint, tag_suffix)
 from dapo import evaluate_splits, max_solution_tokens, round_problems
 from data import EOT_ID, decode, encode, verify
-from model import autocast, generate, pack_continuations, pick_device, token_logprobs
+from model import autocast, generate, pack_continuations, token_logprobs
+import parallel
 from report import accuracy_vs_pi_ref
 
 # The flags of every online baseline that change what its checkpoint holds (artifacts.made_by).
@@ -159,7 +160,7 @@ def run(args, name: str, made_by_keys: tuple, make_step, seed_offset: int) -> di
     """A whole online stage: the run folder, reuse or training, saving and evaluation.
     make_step(policy, frozen pi_ref, run folder, generator, device) returns the step that
     online.train calls; the generator draws every sample, seeded by --seed and seed_offset."""
-    device = pick_device(args.device)
+    device = parallel.setup(args.device)  # under torchrun: the same work on every rank
     run_dir = prepare_run_dir(args.run_dir, must_exist=True)
     t_start = time.time()
     out, want, record, todo = start(run_dir, args, name, made_by_keys, device)

@@ -38,9 +38,10 @@ MADE_BY = ("seed", "beta", "adv_threshold", "lr", "advantage", "epochs", "batch_
 SUFFIX = {"critic": "", "oracle": "_oracle", "step-mc": "_step_mc", "response": "_response"}
 from dapo import action_advantages, dapo_loss, first_step, is_terminal, passes_gap_filter
 from data import EOT_ID, decode, encode, parse_prompt, split_lines, verify
-from model import autocast, continuation_logprob, pack_continuations, pick_device
+from model import autocast, continuation_logprob, pack_continuations
 from model import sequence_logprobs, state_values
 from report import accuracy_vs_pi_ref
+import parallel
 
 
 def get_args(argv=None):
@@ -227,6 +228,16 @@ def batch_loss(actor, groups: list[dict], b: list[int], beta: float, device) -> 
     return loss, sums
 
 
+def rank_loss(actor, groups: list[dict], b: list[int], n: int, beta: float, device) -> tuple:
+    """batch_loss on this rank's share b of a batch (n of its states; 0 for a stand-in),
+    weighted for DDP by its pairs (parallel.share); the whole batch without torchrun."""
+    loss, sums = batch_loss(actor, groups, b, beta, device)
+    if parallel.world() == 1:
+        return loss, sums
+    pairs = sum(len(groups[i]["actions"]) for i in b) if n else 0
+    return parallel.share(loss, pairs), sums * (n > 0)
+
+
 def train(actor, groups: list[dict], stats: dict, args, run_dir, device) -> tuple[int, list]:
     """Minimise eq. 12 over --epochs passes of state-wise batches; returns (steps, log)."""
     actor.train()
@@ -237,14 +248,15 @@ def train(actor, groups: list[dict], stats: dict, args, run_dir, device) -> tupl
     acc = torch.zeros(8, device=device)  # running sums, read once per interval (no syncs)
     bar = tqdm(total=total, desc="actor", unit="step", dynamic_ncols=True)
     log = []
+    ddp = parallel.data_parallel(actor)
     for b in [b for batches in epochs for b in batches]:
-        loss, sums = batch_loss(actor, groups, b, args.beta, device)
+        loss, sums = ddp(rank_loss, groups, *parallel.batch_share(b), args.beta, device)
         adam_step(actor, opt, loss)
         acc += sums
         step += 1
         bar.update(1)
         if step % args.log_every == 0 or step == total:
-            L, npairs, ag, nz, lp, npos, ln, nneg = acc.tolist()  # one sync per interval
+            L, npairs, ag, nz, lp, npos, ln, nneg = parallel.mean_of(acc).tolist()  # 1 sync
             if not math.isfinite(L):
                 raise UserError(f"the actor's loss became {L} by step {step}; nothing was "
                                 "saved: lower --lr or raise --beta")
@@ -283,7 +295,7 @@ def inputs(args, run_dir) -> tuple[dict, list]:
 
 def main(argv=None):
     args = get_args(argv)
-    device = pick_device(args.device)
+    device = parallel.setup(args.device)
     run_dir = prepare_run_dir(args.run_dir, must_exist=True)
     read_results(run_dir)  # a malformed results.json stops here, not after training
     t_start = time.time()

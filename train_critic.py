@@ -25,6 +25,7 @@ RUN_DIR/rollouts_R.pt, RUN_DIR/critic_R.pt and results.json["critic_R"].
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import random
 import shutil
@@ -44,7 +45,8 @@ from common import (UserError, add_round_args, args_dict, fraction, friendly_err
 from dapo import (balanced_pick, complete, critic_loss, max_solution_tokens, mc_value,
                   prefix_states, round_problems)
 from data import EOT_ID, NL_ID, Problem, decode, encode, verify
-from model import autocast, generate, pack, pick_device, state_values
+from model import autocast, generate, pack, state_values
+import parallel
 from report import critic_heldout, critic_report, plot_calibration
 
 # The flags that change what rollouts_R.pt and critic_R.pt hold (artifacts.made_by).
@@ -130,18 +132,32 @@ def recipe(args) -> None:
 # ----------------------------------------------------------------------------- rollouts
 
 
+GEN_BLOCK = 64  # problems per A.1 sampling block; each block has a seed of its own
+
+
+def derived_seed(what: str, args, unit: int) -> int:
+    """The seed of one unit of sampling work (an A.1 block), from the run's seed and round:
+    the same whichever process computes it and whatever else it computes."""
+    key = f"{what}:{args.seed}:{args.round}:{unit}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+
+
 def generate_states(model, problems: list[Problem], args, device) -> dict:
-    """A.1: n1 samples per problem, n kept (balanced), and their prefix states (deduplicated)."""
-    gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + args.round)
+    """A.1: n1 samples per problem, n kept (balanced), and their prefix states (deduplicated).
+    Sampled in blocks of GEN_BLOCK problems, each seeded by derived_seed."""
     prompts = [encode(p.prompt) for p in problems]
-    samples = []
-    bar = tqdm(total=len(problems), desc="generate", unit="problem", dynamic_ncols=True)
-    for i in range(0, len(problems), 64):
-        samples += generate(model, prompts[i:i + 64], max_solution_tokens(problems), 1.0,
-                            args.n1, gen, stop_id=EOT_ID, pad_id=EOT_ID,
-                            batch_size=args.sample_batch)
-        bar.update(len(prompts[i:i + 64]))
+    blocks = parallel.shard(list(range(math.ceil(len(problems) / GEN_BLOCK))))
+    bar = tqdm(total=len(blocks), desc="generate", unit="block", dynamic_ncols=True)
+    mine = []
+    for b in blocks:  # under torchrun each rank samples a share of the blocks (parallel.py)
+        gen = torch.Generator(device=device).manual_seed(derived_seed("generate", args, b))
+        mine.append(generate(model, prompts[b * GEN_BLOCK:(b + 1) * GEN_BLOCK],
+                             max_solution_tokens(problems), 1.0, args.n1, gen, stop_id=EOT_ID,
+                             pad_id=EOT_ID, batch_size=args.sample_batch))
+        bar.update(1)
     bar.close()
+    samples = [o for block in parallel.unshard(mine, math.ceil(len(problems) / GEN_BLOCK))
+               for o in block]
     rng = random.Random(args.seed * 1000 + args.round)
     states, state_problem, index = [], [], {}
     responses, resp_states, resp_line_ok, resp_reward = [], [], [], []
@@ -187,6 +203,22 @@ def complete_chunk(model, states, problems, state_problem, args, device, chunk_i
     return {"continuations": flat(conts), "rewards": rewards}
 
 
+def clear_stale_parts(parts: Path, want: dict, force: bool, hint: str) -> None:
+    """Keep the parts of an interrupted run made by exactly want; parts made otherwise stop
+    the resume with one sentence, or with --force are thrown away."""
+    diffs = [(f, difference(load_torch(f, "rollout part", hint).get("made_by"), want))
+             for f in sorted(parts.glob("*.pt"))]
+    stale = [(f, d) for f, d in diffs if d]
+    if stale and not force:
+        raise UserError(f"{stale[0][0]} {stale[0][1]}: an interrupted run with other flags or "
+                        "another pi_ref; resume it with its flags, or pass --force to start "
+                        "the rollouts again")
+    if stale:
+        print(f"--force: {parts} was made differently; starting the rollouts again")
+        shutil.rmtree(parts)
+    parts.mkdir(exist_ok=True)
+
+
 def rollouts(model, problems, args, run_dir: Path, device, want: dict) -> dict:
     """Generate + complete, resumable: parts are saved in RUN_DIR/rollouts_R.parts/ as they are
     finished, each with the fingerprint want of the rollouts it belongs to, and assembled into
@@ -195,23 +227,15 @@ def rollouts(model, problems, args, run_dir: Path, device, want: dict) -> dict:
     final = rollouts_path(run_dir, args.round)
     parts = final.with_suffix(".parts")
     hint = f"run train_critic.py --round {args.round} --force to start it again"
-    diffs = [(f, difference(load_torch(f, "rollout part", hint).get("made_by"), want))
-             for f in sorted(parts.glob("*.pt"))]
-    stale = [(f, d) for f, d in diffs if d]
-    if stale and not args.force:
-        raise UserError(f"{stale[0][0]} {stale[0][1]}: an interrupted run with other flags or "
-                        "another pi_ref; resume it with its flags, or pass --force to start "
-                        "the rollouts again")
-    if stale:
-        print(f"--force: {parts} was made differently; starting the rollouts again")
-        shutil.rmtree(parts)
-    parts.mkdir(exist_ok=True)
+    parallel.on_main(lambda: clear_stale_parts(parts, want, args.force, hint))
     gen_file = parts / "generate.pt"
     if gen_file.exists():
-        data = load_torch(gen_file, "rollout part", hint)
+        data, t_gen = load_torch(gen_file, "rollout part", hint), None
         print(f"resuming: {len(data['states']['offsets']) - 1} states loaded from {gen_file}")
     else:
+        t_gen = time.time()
         data = generate_states(model, problems, args, device)
+        t_gen = time.time() - t_gen
         if len(data["states"]["offsets"]) == 1:
             raise UserError(f"{policy_path(run_dir, args.round)} answered every problem with "
                             "nothing, so there are no states to complete; train it longer")
@@ -222,33 +246,40 @@ def rollouts(model, problems, args, run_dir: Path, device, want: dict) -> dict:
     print(f"generated {data['generated_tokens']:,} tokens; sampled accuracy "
           f"{data['gen_accuracy']:.1%}; {len(states)} states from "
           f"{len(data['resp_reward'])} kept responses")
+
+    def part_file(c):
+        return parts / f"complete_{c:05d}.pt"
+
+    def compute(c):
+        sl = slice(c * args.chunk, (c + 1) * args.chunk)
+        part = complete_chunk(model, states[sl], problems, state_problem[sl], args, device, c)
+        return {**part, "made_by": want}
+
     n_chunks = math.ceil(len(states) / args.chunk)
-    chunks, t0, new_tokens = [], time.time(), 0
-    bar = tqdm(range(n_chunks), desc="complete", unit="chunk", dynamic_ncols=True)
-    for c in bar:
-        f = parts / f"complete_{c:05d}.pt"
-        if f.exists():
-            part = load_torch(f, "rollout part", hint)
-        else:
-            sl = slice(c * args.chunk, (c + 1) * args.chunk)
-            part = complete_chunk(model, states[sl], problems, state_problem[sl], args, device,
-                                  c)
-            part["made_by"] = want
-            save_torch(f, part)
-            new_tokens += len(part["continuations"]["tokens"])
-            bar.set_postfix(tok_s=f"{new_tokens / (time.time() - t0):,.0f}")
-        chunks.append(part)
+    done = {c: load_torch(part_file(c), "rollout part", hint) for c in range(n_chunks)
+            if part_file(c).exists()}
+    todo, t0, new_tokens = [c for c in range(n_chunks) if c not in done], time.time(), 0
+    bar = tqdm(total=n_chunks, initial=len(done), desc="complete", unit="chunk",
+               dynamic_ncols=True)
+    for c, part in parallel.lockstep(todo, compute):  # chunks shared out under torchrun
+        save_torch(part_file(c), part)
+        done[c] = part
+        new_tokens += len(part["continuations"]["tokens"])
+        bar.update(1)
+        bar.set_postfix(tok_s=f"{new_tokens / (time.time() - t0):,.0f}")
+    bar.close()
+    chunks = [done[c] for c in range(n_chunks)]
     conts = [c for part in chunks for c in unflat(part["continuations"])]
     rewards = torch.cat([part["rewards"] for part in chunks])
     data.update(continuations=flat(conts), rewards=rewards, mc=mc_value(rewards),
                 completion_tokens=sum(len(c) for c in conts),
                 problems=[p.prompt for p in problems])
     save_torch(final, data)
-    shutil.rmtree(parts)
+    parallel.on_main(lambda: shutil.rmtree(parts))
     dt = time.time() - t0
     print(f"completion: {len(conts):,} continuations, {data['completion_tokens']:,} tokens "
           f"({new_tokens / max(dt, 1e-9):,.0f} tok/s this run); mean MC {data['mc'].mean():.3f}")
-    return data
+    return {**data, "seconds": {"generate_time_s": t_gen, "complete_time_s": dt}}  # not saved
 
 
 # ----------------------------------------------------------------------------- critic
@@ -301,6 +332,18 @@ def critic_step_loss(critic, examples, device, lm_coef: float = 0.0) -> tuple:
     return bce + lm_coef * lm, bce, lm
 
 
+def shared_loss(critic, examples, n: int, device, lm_coef: float) -> tuple:
+    """critic_step_loss on a rank's share of a batch, its terms weighted for DDP
+    (parallel.share: n examples of this rank; the BCE by targets, the LM term by tokens)."""
+    loss, bce, lm = critic_step_loss(critic, examples, device, lm_coef)
+    if parallel.world() == 1:
+        return loss, bce, lm
+    end = critic.config.prompt_end_id  # the LM term's tokens: those after the prompt's end
+    n_targets = sum(len(e[1]) for e in examples) if n else 0
+    n_tokens = sum(len(e[0]) - 1 - e[0].index(end) for e in examples if end in e[0]) if n else 0
+    return (parallel.share(bce, n_targets) + lm_coef * parallel.share(lm, n_tokens), bce, lm)
+
+
 def critic_batches(n: int, batch_size: int, gen: torch.Generator):
     perm = torch.randperm(n, generator=gen).tolist()
     return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
@@ -327,6 +370,7 @@ def fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device) -
     n_targets = sum(len(e[1]) for e in examples)
     print(f"critic: {len(examples)} training sequences, {n_targets} (state, target) pairs "
           f"(--targets {args.targets})")
+    ddp = parallel.data_parallel(critic)
     steps_per_epoch = math.ceil(len(examples) / args.batch_size)
     total, step, t0 = steps_per_epoch * args.epochs, 0, time.time()
     bar = tqdm(total=total, desc="critic", unit="step", dynamic_ncols=True)
@@ -335,8 +379,9 @@ def fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device) -
         for b in critic_batches(len(examples), args.batch_size, gen):
             for g in opt.param_groups:  # cosine decay over all steps
                 g["lr"] = g["base_lr"] * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss, bce, lm = critic_step_loss(critic, [examples[i] for i in b], device,
-                                             args.lm_coef)
+            mine, n = parallel.batch_share(b)  # the rank's share under torchrun
+            loss, bce, lm = ddp(shared_loss, [examples[i] for i in mine], n, device,
+                                args.lm_coef)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
@@ -346,7 +391,7 @@ def fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device) -
             bar.update(1)
             if step % args.log_every == 0 or step == total:
                 n = (step - 1) % args.log_every + 1
-                avg_bce, avg_lm = (sums / n).tolist()
+                avg_bce, avg_lm = (parallel.mean_of(sums) / n).tolist()
                 if not math.isfinite(avg_bce + avg_lm):
                     raise UserError(f"the critic's loss became {avg_bce + avg_lm} by step "
                                     f"{step}; nothing was saved: lower --lr or --surprisal-lr")
@@ -471,7 +516,7 @@ def rollouts_only(args, run_dir: Path, policy, cfg, data_seed: int, device,
 
 def main(argv=None):
     args = get_args(argv)
-    device = pick_device(args.device)
+    device = parallel.setup(args.device)
     run_dir = prepare_run_dir(args.run_dir, must_exist=True)
     read_results(run_dir)  # a malformed results.json stops here, not after training
     t_start, out = time.time(), critic_path(run_dir, args.round)
@@ -510,10 +555,11 @@ def main(argv=None):
                         **task_record(cfg, data_seed))
     critic.eval()
     record = report(critic, data, heldout, n_held, const, run_dir, args)
-    record["rollout_time_s"] = t_rollout
+    record.update(rollout_time_s=t_rollout, **data.get("seconds", {}))
     if args.report_only:  # keep what the training run measured about itself
         old = read_results(run_dir).get(f"critic_{args.round}", {})
-        record.update({k: old[k] for k in ("rollout_time_s", "wall_time_s") if k in old})
+        record.update({k: old[k] for k in ("rollout_time_s", "generate_time_s", "complete_time_s",
+                                           "wall_time_s") if k in old})
     return finish_stage(run_dir, f"critic_{args.round}", record, t_start)
 
 

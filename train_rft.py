@@ -30,7 +30,8 @@ from common import (UserError, adam_step, adamw, add_round_args, add_tag_arg, ar
                     friendly_errors, log_metrics, parse_with_preset, positive, prepare_run_dir,
                     save_checkpoint, tag_suffix)
 from data import EOT_ID, decode, encode, parse_prompt, verify
-from model import autocast, pack_continuations, pick_device
+from model import autocast, pack_continuations
+import parallel
 from report import accuracy_vs_pi_ref
 
 # The flags that change what actor_R_rft.pt holds (artifacts.made_by).
@@ -116,7 +117,7 @@ def train(model, prompts, responses, args, run_dir, device) -> tuple[int, float]
 
 def main(argv=None):
     args = get_args(argv)
-    device = pick_device(args.device)
+    device = parallel.setup(args.device)  # under torchrun: the same work on every rank
     run_dir = prepare_run_dir(args.run_dir, must_exist=True)
     read_results(run_dir)  # a malformed results.json stops here, not after training
     t_start, stage = time.time(), f"rft_{args.round}{tag_suffix(args.tag)}"

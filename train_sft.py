@@ -25,7 +25,8 @@ from common import (UserError, add_device_arg, add_force_arg, add_model_args, ad
                     parse_with_preset, positive, prepare_run_dir, save_checkpoint)
 from dapo import evaluate_splits
 from data import EOT_ID, VOCAB_SIZE, TaskConfig, TrainProblems, encode, max_tokens
-from model import GPTConfig, autocast, pick_device
+from model import GPTConfig, autocast
+import parallel
 from report import policy_table
 
 TASK = TaskConfig()  # the defaults of the task flags
@@ -112,6 +113,23 @@ def batch(problems, device, rng: random.Random, fuse_prob: float):
     return idx[:, :-1].to(device), idx[:, 1:].to(device), mask[:, :-1].to(device)
 
 
+def rank_rows(idx, targets, mask) -> tuple:
+    """(idx, targets, mask, n) of this rank's rows of a batch (all of them without torchrun);
+    n = 0 marks a share with no rows of its own (parallel.batch_share)."""
+    if parallel.world() == 1:
+        return idx, targets, mask, 1
+    rows, n = parallel.batch_share(list(range(idx.shape[0])))
+    return idx[rows], targets[rows], mask[rows], n
+
+
+def rank_loss(model, idx, targets, mask, n: int) -> torch.Tensor:
+    """The mean cross-entropy over the masked tokens, weighted for DDP (parallel.share)."""
+    _, loss = model(idx, targets, mask)
+    if parallel.world() == 1:
+        return loss
+    return parallel.share(loss, int(mask.sum()) if n else 0)
+
+
 def lr_at(step: int, args) -> float:
     """Warm-up, stable, decay: linear warm-up, the peak rate held (a long phase at a high rate
     is what lets the small model "get" carrying), then a cosine decay to 10 % of the peak over
@@ -148,7 +166,7 @@ def train(model, args, cfg: TaskConfig, device, run_dir: Path) -> tuple[float, i
     tokens)."""
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95),
                             weight_decay=args.weight_decay, fused=device.type == "cuda")
-    fwd = torch.compile(model) if args.compile else model
+    ddp = parallel.data_parallel(torch.compile(model) if args.compile else model)
     problems = TrainProblems(args.seed, cfg)
     t0, tokens, loss_sum = time.time(), 0, torch.zeros((), device=device)
     bar = tqdm(range(args.steps), desc="sft", unit="step", dynamic_ncols=True)
@@ -158,17 +176,17 @@ def train(model, args, cfg: TaskConfig, device, run_dir: Path) -> tuple[float, i
         idx, targets, mask = batch(problems.take(step * args.batch_size, args.batch_size),
                                    device, random.Random(f"demo:{args.seed}:{step}"),
                                    cfg.fuse_prob)
+        tokens += idx.numel()
         with autocast(device):
-            _, loss = fwd(idx, targets, mask)
+            loss = ddp(rank_loss, *rank_rows(idx, targets, mask))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        tokens += idx.numel()
         loss_sum += loss.detach()
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             n = (step % args.log_every) + 1
-            avg = loss_sum.item() / n  # one host sync per interval
+            avg = parallel.mean_of(loss_sum).item() / n  # one host sync per interval
             if not math.isfinite(avg):
                 raise UserError(f"the SFT loss became {avg} by step {step + 1}; nothing was "
                                 "saved: lower --lr")
@@ -183,7 +201,7 @@ def train(model, args, cfg: TaskConfig, device, run_dir: Path) -> tuple[float, i
 
 def main(argv=None):
     args = get_args(argv)
-    device = pick_device(args.device)
+    device = parallel.setup(args.device)
     if args.evaluate:
         return evaluate_checkpoint(args, device)
     run_dir = prepare_run_dir(args.run_dir)
