@@ -25,7 +25,6 @@ RUN_DIR/rollouts_R.pt, RUN_DIR/critic_R.pt and results.json["critic_R"].
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import random
 import shutil
@@ -132,32 +131,20 @@ def recipe(args) -> None:
 # ----------------------------------------------------------------------------- rollouts
 
 
-GEN_BLOCK = 64  # problems per A.1 sampling block; each block has a seed of its own
-
-
-def derived_seed(what: str, args, unit: int) -> int:
-    """The seed of one unit of sampling work (an A.1 block), from the run's seed and round:
-    the same whichever process computes it and whatever else it computes."""
-    key = f"{what}:{args.seed}:{args.round}:{unit}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
-
-
 def generate_states(model, problems: list[Problem], args, device) -> dict:
     """A.1: n1 samples per problem, n kept (balanced), and their prefix states (deduplicated).
-    Sampled in blocks of GEN_BLOCK problems, each seeded by derived_seed."""
+    One random stream for all of it, so under torchrun every rank samples the whole (the same
+    samples); the Monte Carlo completion after it is what ranks share out (rollouts)."""
+    gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + args.round)
     prompts = [encode(p.prompt) for p in problems]
-    blocks = parallel.shard(list(range(math.ceil(len(problems) / GEN_BLOCK))))
-    bar = tqdm(total=len(blocks), desc="generate", unit="block", dynamic_ncols=True)
-    mine = []
-    for b in blocks:  # under torchrun each rank samples a share of the blocks (parallel.py)
-        gen = torch.Generator(device=device).manual_seed(derived_seed("generate", args, b))
-        mine.append(generate(model, prompts[b * GEN_BLOCK:(b + 1) * GEN_BLOCK],
-                             max_solution_tokens(problems), 1.0, args.n1, gen, stop_id=EOT_ID,
-                             pad_id=EOT_ID, batch_size=args.sample_batch))
-        bar.update(1)
+    samples = []
+    bar = tqdm(total=len(problems), desc="generate", unit="problem", dynamic_ncols=True)
+    for i in range(0, len(problems), 64):
+        samples += generate(model, prompts[i:i + 64], max_solution_tokens(problems), 1.0,
+                            args.n1, gen, stop_id=EOT_ID, pad_id=EOT_ID,
+                            batch_size=args.sample_batch)
+        bar.update(len(prompts[i:i + 64]))
     bar.close()
-    samples = [o for block in parallel.unshard(mine, math.ceil(len(problems) / GEN_BLOCK))
-               for o in block]
     rng = random.Random(args.seed * 1000 + args.round)
     states, state_problem, index = [], [], {}
     responses, resp_states, resp_line_ok, resp_reward = [], [], [], []
