@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from common import UserError, load_model, load_torch, save_json
+from common import UserError, atomic_write, load_model, load_torch, save_json
 from data import TaskConfig
 
 # ----------------------------------------------------------------------------- file names
@@ -291,6 +291,11 @@ def read_times(run_dir: Path) -> dict:
     return times
 
 
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy src to dst atomically (common.atomic_write: under torchrun, rank 0's copy)."""
+    atomic_write(dst, lambda tmp: shutil.copy2(src, tmp))
+
+
 def share_sft(src: Path, dst: Path) -> None:
     """Give run folder dst the SFT stage of src (sft.pt, sft.json and its results record), so
     that train_sft.py there finds them up to date and trains nothing: runs that differ only
@@ -302,7 +307,7 @@ def share_sft(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for name in ("sft.pt", "sft.json"):
         if not (dst / name).exists():
-            shutil.copy2(src / name, dst / name)
+            copy_file(src / name, dst / name)
     if "sft" not in read_results(dst):
         update_results(dst, "sft", read_results(src)["sft"])
 
@@ -318,7 +323,7 @@ def share_round1(src: Path, dst: Path) -> None:
         raise UserError(f"{src} has no finished round-1 rollouts to share; run "
                         f"train_critic.py --run-dir {src} first")
     if not rollouts_path(dst, 1).exists():
-        shutil.copy2(rollouts_path(src, 1), rollouts_path(dst, 1))
+        copy_file(rollouts_path(src, 1), rollouts_path(dst, 1))
     if "rollouts_1" not in read_results(dst):
         update_results(dst, "rollouts_1", {
             "generated_tokens": crit["generated_tokens"], "gen_accuracy": crit["gen_accuracy"],

@@ -197,16 +197,18 @@ def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), then rename tmp_path over path (atomic on POSIX). The file gets
     the user's normal permissions (0666 less the umask, as open() gives). A failed write
     (a full disk, say) leaves no file behind and stops with one sentence. Under torchrun every
-    rank calls it and waits while rank 0 alone writes, so that no rank reads a file early."""
-    if tdist.is_initialized():
+    rank calls it, and rank 0 alone writes once every rank has come to it and before any goes
+    on: so every rank sees the run folder change at the same point of the code, and what it
+    reads between two writes is the same as every other rank reads."""
+    if not tdist.is_initialized():
+        return write_file(Path(path), write)
+    try:
+        tdist.barrier()
         if tdist.get_rank() == 0:
             write_file(Path(path), write)
-        try:
-            tdist.barrier()
-        except (RuntimeError, tdist.DistError) as e:
-            raise lost_rank(e) from None
-        return
-    write_file(Path(path), write)
+        tdist.barrier()
+    except (RuntimeError, tdist.DistError) as e:
+        raise lost_rank(e) from None
 
 
 def lost_rank(e: Exception) -> UserError:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from artifacts import load_critic, load_policy, load_rollouts, read_results, read_times, unflat
-from common import UserError
+from common import UserError, atomic_write
 from dapo import critic_loss, evaluate_splits, mc_noise, show_failure
 from data import EOT_ID, TaskConfig, decode, first_wrong
 from model import pick_device, state_values
@@ -32,6 +32,12 @@ def pyplot():
     except ImportError:
         return None
     return plt
+
+
+def save_figure(fig, path: Path) -> None:
+    """fig as a PNG at path, atomically (under torchrun, rank 0's), and closed."""
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    pyplot().close(fig)
 
 
 def grid(header: list[str], rows: list[list[str]], first: int = 8,
@@ -272,8 +278,7 @@ def plot_calibration(cal: list[dict], path: Path) -> None:
     ax.set_ylabel("mean MC target")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- many runs
@@ -379,8 +384,7 @@ def plot_accuracy(runs, stages, path: Path) -> str:
     ax.set_title(f"mean ± std over {len(runs)} seeds")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
     return f"plot: {path}"
 
 
@@ -517,8 +521,7 @@ def plot_tokens(curves: dict, path: Path) -> str:
     ax.set_title("test accuracy along training, mean ± std over seeds")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
     return f"plot: {path}"
 
 

@@ -26,7 +26,8 @@ import shlex
 import time
 from pathlib import Path
 
-from common import UserError, add_device_arg, add_preset_arg, atomic_write, friendly_errors
+from common import (UserError, add_device_arg, add_preset_arg, atomic_write, friendly_errors,
+                    save_json)
 import artifacts
 import pipeline
 import report
@@ -66,6 +67,10 @@ def get_args(argv=None):
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: the table and plot of the finished jobs")
     p.add_argument("--dry-run", action="store_true", help="print the jobs' commands only")
+    p.add_argument("--archive", metavar="DIR", default=None,
+                   help="also merge each run folder's results.json into DIR/<folder>/, which "
+                   "outlives the run folders (docs/records is this project's); --root DIR "
+                   "--report-only makes the tables from it again")
     return p.parse_args(argv)
 
 
@@ -225,9 +230,6 @@ def write_report(args, run_dirs: list[Path]) -> str:
     elif args.sweep == "tune":
         text = report.tune_report(run_dirs, [(m, f"{key}_{tag}", lr)
                                              for m, key, _, _, lr, tag in tune_trials()])
-    elif args.sweep == "tune":
-        text = report.tune_report(run_dirs, [(m, f"{key}_{tag}", lr)
-                                             for m, key, _, _, lr, tag in tune_trials()])
     elif args.sweep == "K":
         text = report.k_report({(k, b): [d for s in args.seeds for kk, b2, d in k_dirs(args, s)
                                          if (kk, b2) == (k, b)] for k in KS
@@ -236,6 +238,31 @@ def write_report(args, run_dirs: list[Path]) -> str:
         text = report.figure2_report(run_dirs, args.device)
     atomic_write(out / f"{name}.txt", lambda tmp: Path(tmp).write_text(text + "\n"))
     return text + f"\n(saved to {out / name}.txt)"
+
+
+def sweep_dirs(args) -> list[Path]:
+    """Every run folder the sweep's table reads: the seeds', the baselines' rounds, the K's."""
+    out = [seed_dir(args, s) for s in args.seeds]
+    if args.sweep == "baselines":
+        out += [lineage_dir(args, n, s) for n, _, _ in LINEAGES for s in args.seeds]
+    if args.sweep == "K":
+        out += [d for s in args.seeds for _, _, d in k_dirs(args, s) if d not in out]
+    return out
+
+
+def archive(args) -> list[Path]:
+    """Merge the results.json of the sweep's run folders into ARCHIVE/<folder>/results.json
+    (a stage's record replaces the one kept before); returns the files written."""
+    written = []
+    for d in sweep_dirs(args):
+        results = artifacts.read_results(d)
+        if not results:
+            continue
+        dest = Path(args.archive) / d.name
+        dest.mkdir(parents=True, exist_ok=True)
+        save_json(dest / "results.json", {**artifacts.read_results(dest), **results})
+        written.append(dest / "results.json")
+    return written
 
 
 def main(argv=None):
@@ -251,6 +278,8 @@ def main(argv=None):
         print("\n" + write_report(args, [seed_dir(args, s) for s in args.seeds]))
         print(f"this invocation: {len(todo)} jobs in {time.time() - t0:.0f} s (jobs made "
               "before were reused)")
+    if args.archive and not args.dry_run:
+        print(f"archived {len(archive(args))} results.json files in {args.archive}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import parallel
 from model import GPT, GPTConfig
 import train_actor
 import train_critic
+import train_grpo
 import train_sft
 from tiny import ACTOR, CRITIC, SFT
 
@@ -131,6 +132,23 @@ def test_two_ranks_train_the_same_sft_policy(tmp_path):
     start = GPT(GPTConfig(**cfg)).state_dict()
     assert relative_diff(weights(tmp_path / "one" / "sft.pt"),
                          weights(tmp_path / "two" / "sft.pt"), start) < RTOL
+
+
+def test_a_stage_every_rank_runs_whole_gives_one_process_s_model(runs, tmp_path):
+    """Guards against the baselines drifting under torchrun (they run whole on every rank,
+    only their evaluation shared): GRPO on 2 ranks writes one process's weights bit for bit."""
+    one = runs[0] / "one"
+    argv = ["--G", "4", "--batch-problems", "4", "--budget", "400", "--eval-every", "200",
+            "--eval-n", "12", "--device", "cpu"]
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for f in ("sft.pt", "sft.json", "results.json"):
+            shutil.copy(one / f, tmp_path / name)
+    one_process(lambda: train_grpo.main(["--run-dir", str(tmp_path / "a")] + argv))
+    proc = torchrun("grpo", ["--run-dir", str(tmp_path / "b")] + argv)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    wa, wb = (weights(tmp_path / n / "actor_1_grpo.pt") for n in ("a", "b"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_a_dead_rank_ends_the_job_and_the_stage_resumes(runs, tmp_path):

@@ -211,3 +211,26 @@ def test_a_baseline_s_own_second_round_samples_from_its_own_actor(tmp_path, caps
     capsys.readouterr()
     train_critic.main(["--run-dir", str(own), "--round", "2", "--rollouts-only"] + CRITIC)
     assert "up to date with these flags: skipped" in capsys.readouterr().out
+
+
+def test_archive_outlives_the_run_folders_and_gives_the_same_table(tmp_path):
+    """Guards against records that cannot rebuild the table they were archived from, or an
+    archive that loses a stage an earlier session recorded."""
+    root, keep = tmp_path / "runs", tmp_path / "records"
+    for name, res in (("seed0", fake_results({"sft": 0.4, "dapo_1": 0.5, "dapo_2": 0.6,
+                                              "dapo_1_oracle": 0.55, "grpo_1": 0.6})),
+                      ("rft-seed0", fake_lineage(0.55, 0.65))):
+        (root / name).mkdir(parents=True)
+        (root / name / "results.json").write_text(json.dumps(res))
+    (keep / "seed0").mkdir(parents=True)  # an earlier session's record of another stage
+    (keep / "seed0" / "results.json").write_text(json.dumps({"dapo_1_beta1": split(0.3)}))
+    argv = ["baselines", "--seeds", "0", "--report-only"]
+    sweep.main(argv + ["--root", str(root), "--archive", str(keep)])
+    kept = json.loads((keep / "seed0" / "results.json").read_text())
+    assert set(kept) == set(json.loads((root / "seed0" / "results.json").read_text())) | {
+        "dapo_1_beta1"}
+    assert (keep / "rft-seed0" / "results.json").exists()
+    sweep.main(argv + ["--root", str(keep)])
+    tables = [(d / "sweeps" / "baselines.txt").read_text().replace(str(d), "ROOT")
+              for d in (root, keep)]
+    assert tables[0] == tables[1]  # the same table, but for where its plot went
