@@ -1,10 +1,11 @@
 """The whole pipeline twice on this machine: one process with N threads, then torchrun with N
 processes of one thread each (docs/distributed.md). Prints the wall seconds of each part (SFT
 training, A.1 sampling, A.2 Monte Carlo completion, critic training, actor training, the
-evaluations), whether the rollouts came out the same bit for bit, and the greedy accuracy
-each way.
+evaluations) and the greedy accuracy each way; then it makes round 1's rollouts once more
+under torchrun from the one-process run's pi_ref, and says whether they are the one process's
+bit for bit (the torchrun pipeline's own pi_ref differs from it by float rounding).
 
-    python bench_torchrun.py                     # the CPU pipeline twice: ~25 min on 2 cores
+    python bench_torchrun.py                     # the CPU pipeline twice: ~40 min on 2 cores
     python bench_torchrun.py --nproc 4 --out runs/bench4 --pipeline-args "--rounds 1"
 
 Run it on an idle machine: the two runs are timed one after the other. The one-process run
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -87,6 +89,34 @@ def parts(res: dict) -> list[tuple[str, float]]:
     return out
 
 
+def critic_flags(args) -> list[str]:
+    """The flags of pipeline.py's train_critic.py calls that --pipeline-args sets."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--critic-args", default="")
+    p.add_argument("--preset", default="cpu")
+    given, _ = p.parse_known_args(shlex.split(args.pipeline_args))
+    return ["--preset", given.preset] + shlex.split(given.critic_args)
+
+
+def rollouts_check(args, out: Path) -> dict:
+    """Round 1's rollouts again under torchrun, from the one-process run's own pi_ref (the
+    torchrun pipeline trained another, as far apart as float rounding takes it): are they the
+    one process's bit for bit, and how long did A.1 and A.2 take?"""
+    d = out / "rollouts-check"
+    d.mkdir()
+    for name in ("sft.pt", "sft.json"):
+        shutil.copy2(out / "one" / name, d / name)
+    save_json(d / "results.json", {"sft": read_results(out / "one")["sft"]})
+    env, cmd = commands(args, out)["torchrun"]
+    cmd = cmd[:cmd.index("--") + 1] + [str(ROOT / "train_critic.py"), "--run-dir", str(d),
+                                       "--seed", str(args.seed), "--device", args.device,
+                                       "--rollouts-only"] + critic_flags(args)
+    run("rollouts-check", env, cmd, out)
+    rec = read_results(d)["rollouts_1"]
+    return {"identical": same_rollouts(out / "one" / "rollouts_1.pt", d / "rollouts_1.pt"),
+            "rollout_time_s": rec["rollout_time_s"]}
+
+
 def same_rollouts(a: Path, b: Path) -> bool:
     ra, rb = (torch.load(p, weights_only=True) for p in (a, b))
     keys = ("states", "responses", "continuations")
@@ -105,11 +135,6 @@ def table(args, out: Path, walls: dict) -> tuple[str, dict]:
     lines = [grid(["part", f"1 process x {args.nproc} threads (s)",
                    f"{args.nproc} processes x 1 thread (s)", "speed-up"], rows, first=42)]
     last = max(k for k in res["one"] if k.startswith("dapo_"))
-    for r in sorted(k.split("_")[1] for k in res["one"] if k.startswith("critic_")):
-        same = same_rollouts(out / "one" / f"rollouts_{r}.pt",
-                             out / "torchrun" / f"rollouts_{r}.pt")
-        record[f"rollouts_{r}_identical"] = same
-        lines.append(f"rollouts_{r}.pt the same bit for bit: {'yes' if same else 'no'}")
     for name in walls:
         acc = {s: res[name][last][s]["greedy_acc"] for s in ("val", "test", "ood")}
         record[f"{name}_greedy_acc"] = acc
@@ -127,7 +152,11 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     walls = {name: run(name, env, cmd, out) for name, (env, cmd) in commands(args, out).items()}
     text, record = table(args, out, walls)
+    record["rollouts_check"] = check = rollouts_check(args, out)
     print(text)
+    print(f"round 1's rollouts under torchrun from the one-process pi_ref: the same bit for "
+          f"bit: {'yes' if check['identical'] else 'NO'} ({check['rollout_time_s']:.0f} s "
+          f"against {read_results(out / 'one')['critic_1']['rollout_time_s']:.0f} s)")
     save_json(out / "bench_torchrun.json", record)
     print(f"(saved to {out / 'bench_torchrun.json'})")
 

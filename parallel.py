@@ -1,18 +1,19 @@
 """Data parallelism under torchrun: every stage's own command on N processes (docs/distributed.md).
 
-    torchrun --standalone --nproc_per_node 2 pipeline.py --run-dir runs/ddp
+    torchrun --standalone --nproc_per_node 2 -- pipeline.py --run-dir runs/ddp
 
 Without torchrun (no WORLD_SIZE above 1 in the environment) every function here does what one
 process would do and nothing else. Under torchrun, with gloo on CPU and NCCL on CUDA:
 
-- sampling is sharded by fixed units whose random seeds do not depend on the number of ranks:
-  A.1's blocks of problems and A.2's chunks of states (train_critic.py), so the rollout files
-  are the same bit for bit whatever N; greedy evaluation is sharded by problem (dapo.evaluate);
+- A.2's Monte Carlo chunks are shared out (train_critic.rollouts); each chunk has its own seed,
+  so the rollout files are the same bit for bit whatever the number of ranks. A.1 keeps its
+  one random stream, so every rank samples it whole. Greedy evaluation is shared by problem
+  (dapo.evaluate);
 - SFT, critic and actor training are data-parallel (DistributedDataParallel): each rank takes
   a share of every batch, and share() weights its loss so that the averaged gradient is that of
   the whole batch;
 - rank 0 alone writes files and prints; every write is a collective step (common.atomic_write:
-  rank 0 writes, every rank waits), so no rank reads a file before it is whole;
+  rank 0 writes while every rank waits), so all ranks see the run folder change at one point;
 - the rest (the critic's and pi_ref's forward passes over all states, the baselines' training)
   runs the same on every rank.
 """
