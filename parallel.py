@@ -146,18 +146,13 @@ def batch_share(b: list) -> tuple[list, int]:
     return (mine, len(mine)) if mine else (b[:1], 0)
 
 
-def share(mean: torch.Tensor, n: int) -> torch.Tensor:
-    """A rank's loss for DDP, given the mean over its n items: mean * n * world / (all ranks'
-    n), so that DDP's average of the ranks' gradients is the gradient of the mean over every
-    item of the batch, however unevenly the items fall."""
+def share(mean: torch.Tensor, n: int, total: int) -> torch.Tensor:
+    """A rank's loss for DDP, given the mean over its n of the batch's total items (every rank
+    knows the whole batch): mean * n * world / total, so that DDP's average of the ranks'
+    gradients is the gradient of the mean over every item, however unevenly they fall."""
     if world() == 1:
         return mean
-    total = torch.tensor(float(n), device=mean.device)
-    try:
-        tdist.all_reduce(total)
-    except (RuntimeError, tdist.DistError) as e:
-        raise lost_rank(e) from None
-    return mean * (n * world() / total.clamp(min=1.0))
+    return mean * (n * world() / max(total, 1))
 
 
 def mean_of(x: torch.Tensor) -> torch.Tensor:

@@ -228,14 +228,17 @@ def batch_loss(actor, groups: list[dict], b: list[int], beta: float, device) -> 
     return loss, sums
 
 
-def rank_loss(actor, groups: list[dict], b: list[int], n: int, beta: float, device) -> tuple:
-    """batch_loss on this rank's share b of a batch (n of its states; 0 for a stand-in),
-    weighted for DDP by its pairs (parallel.share); the whole batch without torchrun."""
-    loss, sums = batch_loss(actor, groups, b, beta, device)
+def rank_loss(actor, groups: list[dict], b: list[int], beta: float, device) -> tuple:
+    """batch_loss on the states b of a batch; under torchrun, on this rank's share of them
+    (parallel.batch_share), weighted for DDP by pairs (parallel.share)."""
     if parallel.world() == 1:
-        return loss, sums
-    pairs = sum(len(groups[i]["actions"]) for i in b) if n else 0
-    return parallel.share(loss, pairs), sums * (n > 0)
+        return batch_loss(actor, groups, b, beta, device)
+    mine, n = parallel.batch_share(b)
+    loss, sums = batch_loss(actor, groups, mine, beta, device)
+
+    def pairs(states):
+        return sum(len(groups[i]["actions"]) for i in states)
+    return parallel.share(loss, pairs(mine) if n else 0, pairs(b)), sums * (n > 0)
 
 
 def train(actor, groups: list[dict], stats: dict, args, run_dir, device) -> tuple[int, list]:
@@ -250,7 +253,7 @@ def train(actor, groups: list[dict], stats: dict, args, run_dir, device) -> tupl
     log = []
     ddp = parallel.data_parallel(actor)
     for b in [b for batches in epochs for b in batches]:
-        loss, sums = ddp(rank_loss, groups, *parallel.batch_share(b), args.beta, device)
+        loss, sums = ddp(rank_loss, groups, b, args.beta, device)
         adam_step(actor, opt, loss)
         acc += sums
         step += 1

@@ -319,16 +319,21 @@ def critic_step_loss(critic, examples, device, lm_coef: float = 0.0) -> tuple:
     return bce + lm_coef * lm, bce, lm
 
 
-def shared_loss(critic, examples, n: int, device, lm_coef: float) -> tuple:
-    """critic_step_loss on a rank's share of a batch, its terms weighted for DDP
-    (parallel.share: n examples of this rank; the BCE by targets, the LM term by tokens)."""
-    loss, bce, lm = critic_step_loss(critic, examples, device, lm_coef)
+def shared_loss(critic, batch, device, lm_coef: float) -> tuple:
+    """critic_step_loss on a batch of examples; under torchrun, on this rank's share of it
+    (parallel.batch_share), its terms weighted for DDP: the BCE by targets, the LM term by
+    the tokens after the prompt's end, which it averages over (parallel.share)."""
     if parallel.world() == 1:
-        return loss, bce, lm
-    end = critic.config.prompt_end_id  # the LM term's tokens: those after the prompt's end
-    n_targets = sum(len(e[1]) for e in examples) if n else 0
-    n_tokens = sum(len(e[0]) - 1 - e[0].index(end) for e in examples if end in e[0]) if n else 0
-    return (parallel.share(bce, n_targets) + lm_coef * parallel.share(lm, n_tokens), bce, lm)
+        return critic_step_loss(critic, batch, device, lm_coef)
+    mine, n = parallel.batch_share(batch)
+    loss, bce, lm = critic_step_loss(critic, mine, device, lm_coef)
+    end = critic.config.prompt_end_id
+
+    def counts(exs):
+        return (sum(len(e[1]) for e in exs),
+                sum(len(e[0]) - 1 - e[0].index(end) for e in exs if end in e[0]))
+    (t_all, l_all), (t_own, l_own) = counts(batch), counts(mine if n else [])
+    return parallel.share(bce, t_own, t_all) + lm_coef * parallel.share(lm, l_own, l_all), bce, lm
 
 
 def critic_batches(n: int, batch_size: int, gen: torch.Generator):
@@ -366,9 +371,7 @@ def fit_critic(critic, states, data, mc, tr_idx, const, args, run_dir, device) -
         for b in critic_batches(len(examples), args.batch_size, gen):
             for g in opt.param_groups:  # cosine decay over all steps
                 g["lr"] = g["base_lr"] * 0.5 * (1 + math.cos(math.pi * step / total))
-            mine, n = parallel.batch_share(b)  # the rank's share under torchrun
-            loss, bce, lm = ddp(shared_loss, [examples[i] for i in mine], n, device,
-                                args.lm_coef)
+            loss, bce, lm = ddp(shared_loss, [examples[i] for i in b], device, args.lm_coef)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)

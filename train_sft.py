@@ -113,21 +113,14 @@ def batch(problems, device, rng: random.Random, fuse_prob: float):
     return idx[:, :-1].to(device), idx[:, 1:].to(device), mask[:, :-1].to(device)
 
 
-def rank_rows(idx, targets, mask) -> tuple:
-    """(idx, targets, mask, n) of this rank's rows of a batch (all of them without torchrun);
-    n = 0 marks a share with no rows of its own (parallel.batch_share)."""
+def rank_loss(model, idx, targets, mask) -> torch.Tensor:
+    """The mean cross-entropy over the masked tokens of a batch; under torchrun, over this
+    rank's rows of it (parallel.batch_share), weighted for DDP by tokens (parallel.share)."""
     if parallel.world() == 1:
-        return idx, targets, mask, 1
+        return model(idx, targets, mask)[1]
     rows, n = parallel.batch_share(list(range(idx.shape[0])))
-    return idx[rows], targets[rows], mask[rows], n
-
-
-def rank_loss(model, idx, targets, mask, n: int) -> torch.Tensor:
-    """The mean cross-entropy over the masked tokens, weighted for DDP (parallel.share)."""
-    _, loss = model(idx, targets, mask)
-    if parallel.world() == 1:
-        return loss
-    return parallel.share(loss, int(mask.sum()) if n else 0)
+    _, loss = model(idx[rows], targets[rows], mask[rows])
+    return parallel.share(loss, int(mask[rows].sum()) if n else 0, int(mask.sum()))
 
 
 def lr_at(step: int, args) -> float:
@@ -178,7 +171,7 @@ def train(model, args, cfg: TaskConfig, device, run_dir: Path) -> tuple[float, i
                                    cfg.fuse_prob)
         tokens += idx.numel()
         with autocast(device):
-            loss = ddp(rank_loss, *rank_rows(idx, targets, mask))
+            loss = ddp(rank_loss, idx, targets, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

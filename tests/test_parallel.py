@@ -185,7 +185,7 @@ def test_one_process_pieces_are_the_identity():
     assert parallel.unshard([3, 1, 2], 3) == [3, 1, 2]
     assert parallel.batch_share([4, 5]) == ([4, 5], 2)
     x = torch.tensor(2.5)
-    assert parallel.share(x, 7) is x and parallel.mean_of(x) is x
+    assert parallel.share(x, 7, 9) is x and parallel.mean_of(x) is x
     assert list(parallel.lockstep([1, 2, 3], lambda i: i * 10)) == [(1, 10), (2, 20), (3, 30)]
     model = torch.nn.Linear(2, 1)
     assert torch.equal(parallel.data_parallel(model)(lambda m, v: m(v), torch.ones(1, 2)),

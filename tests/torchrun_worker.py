@@ -10,15 +10,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-import pipeline  # noqa: E402
 import train_actor  # noqa: E402
 import train_critic  # noqa: E402
 import train_grpo  # noqa: E402
 import train_sft  # noqa: E402
 from common import friendly_errors  # noqa: E402
 
-STAGES = {"sft": train_sft, "critic": train_critic, "actor": train_actor, "grpo": train_grpo,
-          "pipeline": pipeline}
+STAGES = {"sft": train_sft, "critic": train_critic, "actor": train_actor, "grpo": train_grpo}
 
 
 def die_at(n: int) -> None:
