@@ -68,9 +68,9 @@ def get_args(argv=None):
                    help="run nothing: the table and plot of the finished jobs")
     p.add_argument("--dry-run", action="store_true", help="print the jobs' commands only")
     p.add_argument("--archive", metavar="DIR", default=None,
-                   help="also merge each run folder's results.json into DIR/<folder>/, which "
-                   "outlives the run folders (docs/records is this project's); --root DIR "
-                   "--report-only makes the tables from it again")
+                   help="also merge each run folder's results.json into DIR/<folder>/ after "
+                   "every job, which outlives the run folders (docs/records is this project's); "
+                   "--root DIR --report-only makes the tables from it again")
     return p.parse_args(argv)
 
 
@@ -274,6 +274,8 @@ def main(argv=None):
         print(f"\n== sweep {args.sweep}, job {i}/{len(todo)}: {command(fn, argv_job)}")
         if not args.dry_run:
             fn(argv_job)  # reuses what was made by exactly these flags and inputs
+            if args.archive:  # after every job, so that a sweep cut short keeps what finished
+                archive(args)
     if not args.dry_run:
         print("\n" + write_report(args, [seed_dir(args, s) for s in args.seeds]))
         print(f"this invocation: {len(todo)} jobs in {time.time() - t0:.0f} s (jobs made "

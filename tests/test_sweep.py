@@ -11,6 +11,7 @@ import sweep
 import train_critic
 import train_sft
 from artifacts import flat
+from common import UserError
 from tiny import CRITIC, SFT
 
 
@@ -234,3 +235,21 @@ def test_archive_outlives_the_run_folders_and_gives_the_same_table(tmp_path):
     tables = [(d / "sweeps" / "baselines.txt").read_text().replace(str(d), "ROOT")
               for d in (root, keep)]
     assert tables[0] == tables[1]  # the same table, but for where its plot went
+
+
+def test_archive_keeps_the_jobs_that_finished_before_a_failure(tmp_path, monkeypatch):
+    """Guards against an archive written only at the end, which a sweep cut short (a session
+    that ends, a failing job) would lose with its run folders."""
+    root, keep = tmp_path / "runs", tmp_path / "records"
+
+    def finished_job(argv):
+        (root / "seed0").mkdir(parents=True)
+        (root / "seed0" / "results.json").write_text(json.dumps({"sft": split(0.4)}))
+
+    def failing_job(argv):
+        raise UserError("the second job failed")
+
+    monkeypatch.setattr(sweep, "jobs", lambda args: [(finished_job, []), (failing_job, [])])
+    with pytest.raises(UserError, match="second job"):
+        sweep.main(["rounds", "--seeds", "0", "--root", str(root), "--archive", str(keep)])
+    assert json.loads((keep / "seed0" / "results.json").read_text()) == {"sft": split(0.4)}
