@@ -368,6 +368,30 @@ def summary_critic(runs, stages) -> list[str]:
                   "rank acc %"], rows, width=12)]
 
 
+def rounds_report(run_dirs: list[str], plot: Path) -> str:
+    """sweep.py rounds: the summary, then where the rounds stop and why: the errors greedy
+    decoding still makes (test failures by how many lines are wrong, and the shortcut's share
+    of lines) and, per round, the sampled accuracy (temperature 1) of the policy whose rollouts
+    the round learned from (critic_R.gen_accuracy)."""
+    runs, stages = load_runs(run_dirs)
+    rows = []
+    for st in stages:
+        test = [r[st]["test"] for r, _ in runs]
+        cells = [cell([100 * t[key] for t in test if key in t], "5.1f")
+                 for key in ("two_op_lines", "fail_1_wrong", "fail_2_wrong", "fail_more_wrong")]
+        critic = st.replace("dapo", "critic")
+        sampled = [100 * r[critic]["gen_accuracy"] for r, _ in runs
+                   if "gen_accuracy" in r.get(critic, {})]
+        rows.append([st] + cells + [cell(sampled, "5.1f")])
+    return "\n".join([summarize(run_dirs, plot), "",
+                      "what greedy decoding still gets wrong on test, in %, mean ± std: the "
+                      "shortcut's share of lines, and", "the failures with 1, 2 or more wrong "
+                      "lines; sampled: the accuracy at temperature 1 of the policy", "whose "
+                      "rollouts the round learned from (critic_R.gen_accuracy)",
+                      grid(["stage", "two-op", "1 wrong", "2 wrong", ">2 wrong", "sampled"],
+                           rows, width=12)])
+
+
 def plot_accuracy(runs, stages, path: Path) -> str:
     """Greedy accuracy per round, mean ± std over runs; returns a line saying where it went."""
     plt = pyplot()

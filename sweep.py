@@ -224,7 +224,7 @@ def write_report(args, run_dirs: list[Path]) -> str:
         lineages = {n: [lineage_dir(args, n, s) for s in args.seeds] for n, _, _ in LINEAGES}
         text = report.baselines_report(run_dirs, lineages, out / f"{name}.png")
     elif args.sweep == "rounds":
-        text = report.summarize([str(d) for d in run_dirs], out / f"{name}.png")
+        text = report.rounds_report([str(d) for d in run_dirs], out / f"{name}.png")
     elif args.sweep == "beta":
         text = report.beta_report(run_dirs, BETAS, default_beta())
     elif args.sweep == "tune":

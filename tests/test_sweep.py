@@ -253,3 +253,22 @@ def test_archive_keeps_the_jobs_that_finished_before_a_failure(tmp_path, monkeyp
     with pytest.raises(UserError, match="second job"):
         sweep.main(["rounds", "--seeds", "0", "--root", str(root), "--archive", str(keep)])
     assert json.loads((keep / "seed0" / "results.json").read_text()) == {"sft": split(0.4)}
+
+
+def test_rounds_report_says_what_errors_remain(tmp_path):
+    """Guards against a rounds table that stops at accuracy: issue 15 asks where the rounds
+    stop and why, so the failures by wrong lines and each round's sampled accuracy are in it."""
+    dirs = []
+    for seed, (one_wrong, sampled) in enumerate(((0.7, 0.30), (0.9, 0.40))):
+        res = {k: split(a) for k, a in (("sft", 0.4), ("dapo_1", 0.5), ("dapo_2", 0.55))}
+        res["dapo_2"]["test"].update(fail_1_wrong=one_wrong, fail_2_wrong=1 - one_wrong,
+                                     fail_more_wrong=0.0, two_op_lines=0.01)
+        res["critic_2"] = {"gen_accuracy": sampled, "heldout": {}}
+        (tmp_path / f"seed{seed}").mkdir()
+        (tmp_path / f"seed{seed}" / "results.json").write_text(json.dumps(res))
+        dirs.append(str(tmp_path / f"seed{seed}"))
+    text = report.rounds_report(dirs, tmp_path / "rounds.png")
+    row = next(line.split() for line in text.splitlines()[::-1] if line.startswith("dapo_2"))
+    assert row == ["dapo_2", "1.0", "±", "0.0", "80.0", "±", "14.1", "20.0", "±", "14.1",
+                   "0.0", "±", "0.0", "35.0", "±", "7.1"]
+    assert text.splitlines()[-3].split()[:2] == ["sft", "-"]  # no failure breakdown recorded
