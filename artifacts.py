@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+import parallel
 from common import UserError, atomic_write, load_model, load_torch, save_json
 from data import TaskConfig
 
@@ -331,10 +332,21 @@ def share_round1(src: Path, dst: Path) -> None:
             "made_by": stamp(rollouts_path(dst, 1))})
 
 
+def machine() -> dict:
+    """What ran a stage, beside its flags and inputs: the same code and seed give the same
+    numbers bit for bit only on the same torch build, instruction set (its kernels round
+    differently with AVX2 and AVX-512) and thread count, so every record says which."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "processes": parallel.world(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_initialized() else None}
+
+
 def finish_stage(run_dir: Path, stage: str, record: dict, t_start: float) -> dict:
     """The end of every stage: its record, with its wall seconds since t_start unless it has
-    them already, merged into results.json; says so and returns the record."""
+    them already and the machine that ran it, merged into results.json; says so and returns
+    the record."""
     record.setdefault("wall_time_s", time.time() - t_start)
+    record.setdefault("machine", machine())
     update_results(run_dir, stage, record)
     print(f"{stage} done in {time.time() - t_start:.0f} s; results.json['{stage}'] written")
     return record

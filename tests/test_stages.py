@@ -38,6 +38,10 @@ def test_sft_smoke(sft_dir):
         assert set(res[split]) >= {"greedy_acc", "sampled_acc", "n"}
         assert 0.0 <= res[split]["greedy_acc"] <= 1.0 and res[split]["n"] == 12
     assert record["train_tokens"] > 0
+    machine = {k: v for k, v in res["machine"].items() if k != "cuda"}  # set by a GPU test
+    assert machine == {"torch": torch.__version__, "processes": 1,
+                       "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                       "threads": torch.get_num_threads()}
     lines = (d / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4 and json.loads(lines[-1])["step"] == 40
 
