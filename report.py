@@ -369,11 +369,14 @@ def summary_critic(runs, stages) -> list[str]:
 
 
 def rounds_report(run_dirs: list[str], plot: Path) -> str:
-    """sweep.py rounds: the summary, then where the rounds stop and why: the errors greedy
-    decoding still makes (test failures by how many lines are wrong, and the shortcut's share
-    of lines) and, per round, the sampled accuracy (temperature 1) of the policy whose rollouts
-    the round learned from (critic_R.gen_accuracy)."""
-    runs, stages = load_runs(run_dirs)
+    """sweep.py rounds: the summary, then where the rounds stop and why (summary_errors)."""
+    return summarize(run_dirs, plot, errors=True)
+
+
+def summary_errors(runs, stages) -> list[str]:
+    """The errors greedy decoding still makes (test failures by how many lines are wrong, and
+    the shortcut's share of lines) and, per round, the sampled accuracy (temperature 1) of the
+    policy whose rollouts the round learned from (critic_R.gen_accuracy)."""
     rows = []
     for st in stages:
         test = [r[st]["test"] for r, _ in runs]
@@ -383,13 +386,12 @@ def rounds_report(run_dirs: list[str], plot: Path) -> str:
         sampled = [100 * r[critic]["gen_accuracy"] for r, _ in runs
                    if "gen_accuracy" in r.get(critic, {})]
         rows.append([st] + cells + [cell(sampled, "5.1f")])
-    return "\n".join([summarize(run_dirs, plot), "",
-                      "what greedy decoding still gets wrong on test, in %, mean ± std: the "
-                      "shortcut's share of lines, and", "the failures with 1, 2 or more wrong "
-                      "lines; sampled: the accuracy at temperature 1 of the policy", "whose "
-                      "rollouts the round learned from (critic_R.gen_accuracy)",
-                      grid(["stage", "two-op", "1 wrong", "2 wrong", ">2 wrong", "sampled"],
-                           rows, width=12)])
+    return ["", "what greedy decoding still gets wrong on test, in %, mean ± std: the "
+            "shortcut's share of lines, and", "the failures with 1, 2 or more wrong lines; "
+            "sampled: the accuracy at temperature 1 of the policy", "whose rollouts the round "
+            "learned from (critic_R.gen_accuracy)",
+            grid(["stage", "two-op", "1 wrong", "2 wrong", ">2 wrong", "sampled"], rows,
+                 width=12)]
 
 
 def plot_accuracy(runs, stages, path: Path) -> str:
@@ -412,14 +414,15 @@ def plot_accuracy(runs, stages, path: Path) -> str:
     return f"plot: {path}"
 
 
-def summarize(run_dirs: list[str], plot: Path | None = None) -> str:
+def summarize(run_dirs: list[str], plot: Path | None = None, errors: bool = False) -> str:
     """pipeline.py --summarize: mean ± std over finished runs (e.g. seeds) of every table, and
-    test accuracy per round plotted to plot (accuracy.png in the first run folder)."""
+    test accuracy per round plotted to plot (accuracy.png in the first run folder); errors:
+    also what greedy decoding still gets wrong (sweep.py rounds)."""
     runs, stages = load_runs(run_dirs)
     rows = (summary_accuracy(runs, stages) + summary_two_op(runs, stages)
             + summary_critic(runs, stages))
     rows.append(plot_accuracy(runs, stages, plot or Path(run_dirs[0]) / "accuracy.png"))
-    return "\n".join(rows)
+    return "\n".join(rows + (summary_errors(runs, stages) if errors else []))
 
 
 # ----------------------------------------------------------------------------- sweeps
