@@ -654,20 +654,22 @@ def k_report(runs: dict) -> str:
               "test gain"], rows, first=12, width=[5, 12, 12, 12, 12, 12, 12])])
 
 
-def tune_report(run_dirs: list[Path], trials: list[tuple[str, str, float]]) -> str:
-    """sweep.py tune: each method's trials (method, results key, lr), greedy val and test
-    mean over seeds; the chosen lr is the best on val (test is shown, never chosen on)."""
+def tune_report(run_dirs: list[Path], trials: list[tuple[str, str, str]]) -> str:
+    """sweep.py tune: each method's trials (method, results key, setting such as "lr 3e-05"),
+    greedy val and test mean over seeds; the chosen setting is the best on val (test is shown,
+    never chosen on)."""
     results = [read_results(Path(d)) for d in run_dirs]
     rows, best = [], {}
-    for method, key, lr in trials:
+    for method, key, setting in trials:
         done = [r for r in results if finished(r, key)]
         val = [100 * r[key]["val"]["greedy_acc"] for r in done]
         if val and (method not in best or statistics.mean(val) > best[method][1]):
-            best[method] = (lr, statistics.mean(val))
-        rows.append([method, f"{lr:g}", str(len(done)), cell(val, "5.1f"),
+            best[method] = (setting, statistics.mean(val))
+        rows.append([method, setting, str(len(done)), cell(val, "5.1f"),
                      cell([100 * r[key]["test"]["greedy_acc"] for r in done], "5.1f")])
-    chosen = ", ".join(f"{m} {lr:g}" for m, (lr, _) in best.items())
-    return "\n".join(["tuning trials: greedy accuracy in %, mean ± std over seeds",
-                      grid(["method", "lr", "seeds", "val", "test"], rows, first=10,
-                           width=[8, 5, 12, 12]),
+    chosen = "; ".join(f"{m} {setting}" for m, (setting, _) in best.items())
+    return "\n".join(["tuning trials: greedy accuracy in %, mean ± std over seeds; a trial "
+                      "changes one setting from the method's defaults",
+                      grid(["method", "setting", "seeds", "val", "test"], rows, first=10,
+                           width=[12, 5, 12, 12]),
                       f"chosen on val: {chosen or '(none finished)'}"])

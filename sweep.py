@@ -7,7 +7,7 @@ and plots (docs/results.md shows what they measured):
     python sweep.py beta                     # Table 5: beta of eq. 12
     python sweep.py K                        # Table 6: continuations per state, twice
     python sweep.py figure2                  # Figure 2: negative steps inside right answers
-    python sweep.py tune --seeds 0           # 3 learning rates per method, chosen on val
+    python sweep.py tune --seeds 0           # 5 trials per method (lr, beta or KL), chosen on val
     python sweep.py baselines --report-only  # the table and plot of what has finished
     python sweep.py beta --dry-run           # the commands it would run, and nothing else
 
@@ -44,15 +44,17 @@ KS = (2, 4, 8, 16)
 # starts from the seed's pi_ref and round-1 rollouts; round 2 samples from its own actor.
 LINEAGES = (("rft", train_rft, []), ("response", train_actor, ["--advantage", "response"]),
             ("step-mc", train_actor, ["--advantage", "step-mc"]))
-# The tuning grid: every method gets the same 3 trials, its default learning rate and the two
-# next to it on a 1-3-10 ladder (KL and beta stay at the paper's values); the online methods
-# are tuned at one round's budget of generated tokens, to keep the trials affordable.
-TUNE = (("dapo", "dapo_1", train_actor, []), ("response", "dapo_1_response", train_actor,
-                                               ["--advantage", "response"]),
-        ("step-mc", "dapo_1_step_mc", train_actor, ["--advantage", "step-mc"]),
-        ("rft", "rft_1", train_rft, []),
-        ("grpo", "grpo_1", train_grpo, ["--budget-rounds", "1"]),
-        ("ppo", "ppo_1", train_ppo, ["--budget-rounds", "1"]))
+# The tuning grid: every method gets the same 5 trials, on one round's budget of generated tokens
+# for the online methods (to keep the trials affordable): its default learning rate and the two
+# next to it on a 1-3-10 ladder, then, at the default learning rate, the two ladder neighbours of
+# its beta (eq. 12) or KL weight. RFT has neither and gets the 5 learning rates around its default.
+# (method, results key, stage, its flags, the flag tuned besides --lr)
+TUNE = (("dapo", "dapo_1", train_actor, [], "beta"),
+        ("response", "dapo_1_response", train_actor, ["--advantage", "response"], "beta"),
+        ("step-mc", "dapo_1_step_mc", train_actor, ["--advantage", "step-mc"], "beta"),
+        ("rft", "rft_1", train_rft, [], None),
+        ("grpo", "grpo_1", train_grpo, ["--budget-rounds", "1"], "kl"),
+        ("ppo", "ppo_1", train_ppo, ["--budget-rounds", "1"], "kl"))
 
 
 def get_args(argv=None):
@@ -113,10 +115,9 @@ def jobs(args) -> list[tuple]:
             out.append(pipeline_job(args, s, 1))
             out += [(train_actor.main, common + ["--beta", f"{b:g}", "--tag", f"beta{b:g}"])
                     for b in BETAS if b != default_beta()]
-        elif args.sweep == "tune":
-            out.append(pipeline_job(args, s, 2))
-            out += [(module.main, common + extra + ["--lr", f"{lr:g}", "--tag", tag])
-                    for _, _, module, extra, lr, tag in tune_trials()]
+        elif args.sweep == "tune":  # the trials start from round 1's rollouts and critic
+            out.append(pipeline_job(args, s, 1))
+            out += [(module.main, common + flags) for _, _, module, flags, _ in tune_trials()]
         else:  # figure2: the critic of round 1 on its own rollouts
             out.append(pipeline_job(args, s, 1))
     return out
@@ -184,23 +185,33 @@ def share_sft(argv: list[str]) -> None:
     artifacts.share_sft(Path(argv[0]), Path(argv[1]))
 
 
-def neighbours(lr: float) -> list[float]:
-    """lr and its neighbours on the ladder 1e-7, 3e-7, 1e-6, ..., 3e-2.
+def ladder(x: float, steps: int) -> list[float]:
+    """x and `steps` neighbours on each side of it on the ladder 1e-7, 3e-7, 1e-6, ..., 1, 3.
 
-        >>> neighbours(3e-5)
+        >>> ladder(3e-5, 1)
         [1e-05, 3e-05, 0.0001]
+        >>> ladder(0.1, 2)
+        [0.01, 0.03, 0.1, 0.3, 1.0]
     """
-    ladder = [float(f"{m}e{e}") for e in range(-7, -1) for m in (1, 3)]
-    i = min(range(len(ladder)), key=lambda j: abs(math.log(ladder[j] / lr)))
-    return ladder[max(0, i - 1):i + 2]
+    rungs = [float(f"{m}e{e}") for e in range(-7, 1) for m in (1, 3)]
+    i = min(range(len(rungs)), key=lambda j: abs(math.log(rungs[j] / x)))
+    return rungs[max(0, i - steps):i + steps + 1]
 
 
 def tune_trials() -> list[tuple]:
-    """(method, results key, stage module, its flags, lr, tag) of every tuning trial: each
-    method's default learning rate and its two neighbours."""
-    return [(method, key, module, extra, lr, f"lr{lr:g}")
-            for method, key, module, extra in TUNE
-            for lr in neighbours(module.get_args(extra).lr)]
+    """(method, results key, stage module, its flags, setting) of every trial of the grid above,
+    the setting as the report prints it ("lr 3e-05", "beta 0.3")."""
+    out = []
+    for method, key, module, extra, knob in TUNE:
+        defaults = module.get_args(extra)
+        settings = [("lr", lr) for lr in ladder(defaults.lr, 1 if knob else 2)]
+        if knob:
+            settings += [(knob, v) for v in ladder(getattr(defaults, knob), 1)
+                         if v != getattr(defaults, knob)]
+        out += [(method, f"{key}_{name}{v:g}", module,
+                 extra + [f"--{name}", f"{v:g}", "--tag", f"{name}{v:g}"], f"{name} {v:g}")
+                for name, v in settings]
+    return out
 
 
 def default_beta() -> float:
@@ -228,8 +239,8 @@ def write_report(args, run_dirs: list[Path]) -> str:
     elif args.sweep == "beta":
         text = report.beta_report(run_dirs, BETAS, default_beta())
     elif args.sweep == "tune":
-        text = report.tune_report(run_dirs, [(m, f"{key}_{tag}", lr)
-                                             for m, key, _, _, lr, tag in tune_trials()])
+        text = report.tune_report(run_dirs, [(m, key, setting)
+                                             for m, key, _, _, setting in tune_trials()])
     elif args.sweep == "K":
         text = report.k_report({(k, b): [d for s in args.seeds for kk, b2, d in k_dirs(args, s)
                                          if (kk, b2) == (k, b)] for k in KS

@@ -159,12 +159,20 @@ def test_share_sft_makes_the_sft_stage_a_no_op(tmp_path, capsys):
         share_sft(tmp_path / "nothing", tmp_path / "c")
 
 
-def test_tune_gives_every_method_three_trials_and_chooses_on_val(tmp_path):
-    """Guards against unequal tuning effort, and against a choice made on test."""
+def test_tune_gives_every_method_five_trials_and_chooses_on_val(tmp_path):
+    """Guards against unequal tuning effort, and against a choice made on test: every method
+    gets 5 trials, each changing one setting from its defaults (RFT, with no beta or KL, 5
+    learning rates), the online ones at one round's budget."""
     trials = sweep.tune_trials()
     methods = [t[0] for t in trials]
-    assert all(methods.count(m) == 3 for m in set(methods)) and len(set(methods)) == 6
-    assert [t[4] for t in trials if t[0] == "rft"] == [3e-5, 1e-4, 3e-4]
+    assert all(methods.count(m) == 5 for m in set(methods)) and len(set(methods)) == 6
+    assert [t[4] for t in trials if t[0] == "rft"] == [
+        "lr 1e-05", "lr 3e-05", "lr 0.0001", "lr 0.0003", "lr 0.001"]
+    assert [t[4] for t in trials if t[0] == "dapo"] == [
+        "lr 1e-05", "lr 3e-05", "lr 0.0001", "beta 0.03", "beta 0.3"]
+    assert [t[4] for t in trials if t[0] == "ppo"][3:] == ["kl 0.003", "kl 0.03"]
+    assert all("--budget-rounds" in t[3] for t in trials if t[0] in ("grpo", "ppo"))
+    assert len({t[1] for t in trials}) == len(trials)  # no two trials share a results key
     d = tmp_path / "seed0"
     d.mkdir()
     res = {"rft_1_lr3e-05": {"val": {"greedy_acc": 0.5}, "test": {"greedy_acc": 0.9},
@@ -172,9 +180,9 @@ def test_tune_gives_every_method_three_trials_and_chooses_on_val(tmp_path):
            "rft_1_lr0.0001": {"val": {"greedy_acc": 0.6}, "test": {"greedy_acc": 0.1},
                               "ood": {"greedy_acc": 0.0}}}
     (d / "results.json").write_text(json.dumps(res))
-    text = report.tune_report([d], [("rft", "rft_1_lr3e-05", 3e-5), ("rft", "rft_1_lr0.0001",
-                                                                       1e-4)])
-    assert "chosen on val: rft 0.0001" in text
+    text = report.tune_report([d], [("rft", "rft_1_lr3e-05", "lr 3e-05"),
+                                    ("rft", "rft_1_lr0.0001", "lr 0.0001")])
+    assert "chosen on val: rft lr 0.0001" in text
 
 
 def test_a_tag_names_the_files_and_refuses_odd_characters(tmp_path, capsys):
