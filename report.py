@@ -316,16 +316,23 @@ def cell(xs, spec: str, sd_spec: str = "4.1f") -> str:
     return f"{m:{spec}} ± {sd:{sd_spec}}"
 
 
+def stage_wall(res: dict, times: dict, stage: str) -> float:
+    """A stage's wall seconds: pipeline.py's timing where the run folder has it, else the
+    stage's own record (an archived results.json has no pipeline_times.json beside it)."""
+    return times.get(stage, (res.get(stage) or {}).get("wall_time_s", 0.0))
+
+
 def summary_accuracy(runs, stages) -> list[str]:
     """Greedy accuracy per stage and split, and wall time per stage (a dapo_R row includes
     its critic stage), then each stage's change from its own run's sft."""
-    rows = []
+    rows, walls = [], []
     for st in stages:
         cells = [cell([100 * r[st][s]["greedy_acc"] for r, _ in runs], "6.1f") for s in SPLITS]
-        w = [t.get(st, 0.0) + (t.get(st.replace("dapo", "critic"), 0.0) if st != "sft" else 0)
-             for _, t in runs]
+        w = [stage_wall(r, t, st) + (stage_wall(r, t, st.replace("dapo", "critic"))
+                                     if st != "sft" else 0) for r, t in runs]
         rows.append([st] + cells + [cell(w, "6.0f", "3.0f")])
-    total = mean_sd([sum(t.values()) for _, t in runs])
+        walls.append(w)
+    total = mean_sd([sum(w) for w in zip(*walls)])
     change = [[st] + [cell([100 * (r[st][s]["greedy_acc"] - r["sft"][s]["greedy_acc"])
                             for r, _ in runs], "+6.1f") for s in SPLITS] for st in stages[1:]]
     return [f"{len(runs)} runs, greedy accuracy mean ± std (n = "
@@ -497,6 +504,7 @@ def baselines_report(run_dirs: list[Path], lineages: dict, plot: Path) -> str:
         rows.append([label, str(len(done))]
                     + [cell([100 * r[key][s]["greedy_acc"] for r in done], "5.1f")
                        for s in ("test", "val", "ood")]
+                    + [cell(paired_change(done, key, s), "+5.1f") for s in ("test", "val")]
                     + [cell([c[0] / 1e6 for c in costs], "5.2f", "4.2f"),
                        cell([c[1] for c in costs], "5.0f", "4.0f")])
         if label.endswith(", 1 round") and where is not None or key == "dapo_1":
@@ -505,10 +513,18 @@ def baselines_report(run_dirs: list[Path], lineages: dict, plot: Path) -> str:
     n = next((r["sft"]["test"]["n"] for r in results if finished(r, "sft")), "?")
     return "\n".join([
         f"greedy accuracy in %, mean ± std over the seeds that finished (n = {n} problems per "
-        "split); generated tokens (millions) and wall seconds after SFT",
-        grid(["method", "seeds", "test", "val", "ood", "tokens (M)", "wall s"], rows, first=41,
-             width=[5, 12, 12, 12, 12, 11]),
+        "split); the change from each seed's own pi_ref in points; generated tokens (millions) "
+        "and wall seconds after SFT",
+        grid(["method", "seeds", "test", "val", "ood", "test change", "val change",
+              "tokens (M)", "wall s"], rows, first=41, width=[5, 12, 12, 12, 12, 12, 12, 11]),
         plot_tokens(curves, plot)])
+
+
+def paired_change(done: list[dict], key: str, split: str) -> list[float]:
+    """Each run's greedy accuracy on `split` minus its own pi_ref's, in points: the seeds'
+    pi_refs differ by more than the methods do, and a paired change removes that spread."""
+    return [100 * (r[key][split]["greedy_acc"] - r["sft"][split]["greedy_acc"]) for r in done
+            if key != "sft" and finished(r, "sft")]
 
 
 def curve_points(done: list[dict], key: str) -> list[tuple[float, float, float]]:

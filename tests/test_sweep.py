@@ -82,8 +82,8 @@ def test_method_cost_counts_what_each_method_spent():
 
 
 def test_baselines_report_means_over_the_seeds_that_finished(tmp_path):
-    """Guards against a mean over seeds that silently includes a missing run as 0, or a
-    curve that is not the method's own."""
+    """Guards against a mean over seeds that silently includes a missing run as 0, a change
+    taken against another seed's pi_ref, or a curve that is not the method's own."""
     dirs, rft = [], []
     for i, a in enumerate((0.5, 0.7)):
         d, r = tmp_path / f"seed{i}", tmp_path / f"rft-seed{i}"
@@ -101,6 +101,7 @@ def test_baselines_report_means_over_the_seeds_that_finished(tmp_path):
     text = report.baselines_report(dirs, {"rft": rft}, tmp_path / "b.png")
     rows = {line[:41].strip(): line[41:].split() for line in text.splitlines()[2:14]}
     assert rows["+ DAPO, 1 round"][:4] == ["2", "60.0", "±", "14.1"]
+    assert rows["+ DAPO, 1 round"][10:13] == ["+20.0", "±", "14.1"]  # paired: +10 and +30
     assert rows["+ RFT, 1 round"][:2] == ["2", "55.0"]
     assert rows["+ RFT, 2 rounds"][:2] == ["1", "65.0"]
     assert rows["+ PPO"][0] == "0" and rows["+ PPO"][1] == "-"
@@ -280,3 +281,20 @@ def test_rounds_report_says_what_errors_remain(tmp_path):
     assert row == ["dapo_2", "1.0", "±", "0.0", "80.0", "±", "14.1", "20.0", "±", "14.1",
                    "0.0", "±", "0.0", "35.0", "±", "7.1"]
     assert text.splitlines()[-3].split()[:2] == ["sft", "-"]  # no failure breakdown recorded
+
+
+def test_an_archived_run_s_wall_times_come_from_its_stage_records(tmp_path):
+    """Guards against a rounds table rebuilt from docs/records that prints 0 s for every stage
+    (an archived folder has results.json but no pipeline_times.json), or a total that adds
+    the walls of stages outside the pipeline (a baseline's, a beta trial's)."""
+    res = fake_results({"sft": 0.4, "dapo_1": 0.5, "dapo_2": 0.6, "dapo_1_oracle": 0.55,
+                        "grpo_1": 0.6})
+    res["sft"]["wall_time_s"] = 30.0
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    text = report.summarize([str(tmp_path)])
+    rows = {}
+    for line in text.splitlines():  # the first table's rows: accuracy and wall seconds
+        rows.setdefault(line.split()[0] if line.strip() else "", line.split())
+    assert rows["sft"][-1] == "30" and rows["dapo_1"][-1] == "12"  # critic_1 10 + dapo_1 2
+    assert rows["dapo_2"][-1] == "14"
+    assert "total wall time 56 ± 0 s" in text  # not grpo_1's 50 s or the oracle's 2 s
