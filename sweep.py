@@ -264,16 +264,26 @@ def sweep_dirs(args) -> list[Path]:
 def archive(args) -> list[Path]:
     """Merge the results.json of the sweep's run folders into ARCHIVE/<folder>/results.json
     (a stage's record replaces the one kept before); returns the files written."""
-    written = []
-    for d in sweep_dirs(args):
-        results = artifacts.read_results(d)
-        if not results:
-            continue
-        dest = Path(args.archive) / d.name
+    pairs = [(d, Path(args.archive) / d.name) for d in sweep_dirs(args)
+             if artifacts.read_results(d)]
+    for d, dest in pairs:  # all checked before any is written
+        check_same_pi_ref(artifacts.read_results(d), artifacts.read_results(dest), d, dest)
+    for d, dest in pairs:
         dest.mkdir(parents=True, exist_ok=True)
-        save_json(dest / "results.json", {**artifacts.read_results(dest), **results})
-        written.append(dest / "results.json")
-    return written
+        save_json(dest / "results.json", {**artifacts.read_results(dest),
+                                          **artifacts.read_results(d)})
+    return [dest / "results.json" for _, dest in pairs]
+
+
+def check_same_pi_ref(results: dict, kept: dict, src: Path, dest: Path) -> None:
+    """One sentence if an archived record came from another pi_ref than the run folder's (the
+    same seed trains other weights on another machine): merged, one record would mix them."""
+    ours, theirs = (((r.get("sft") or {}).get("made_by") or {}).get("sha256")
+                    for r in (results, kept))
+    if ours and theirs and ours != theirs:
+        raise UserError(f"{dest} holds results of another pi_ref than {src} (sft.pt "
+                        f"{theirs[:12]} against {ours[:12]}, made on another machine or with "
+                        "other flags); archive this run into another folder with --archive")
 
 
 def main(argv=None):

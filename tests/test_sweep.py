@@ -264,6 +264,25 @@ def test_archive_keeps_the_jobs_that_finished_before_a_failure(tmp_path, monkeyp
     assert json.loads((keep / "seed0" / "results.json").read_text()) == {"sft": split(0.4)}
 
 
+def test_archive_refuses_to_mix_two_pi_refs_of_one_seed(tmp_path):
+    """Guards against one record holding two pi_refs: the same seed trains other weights on
+    another machine, and merging that run into the seed's archived record would put its
+    baselines beside the other pi_ref's DAPO in one table row."""
+    root, keep = tmp_path / "runs", tmp_path / "records"
+    sft = {**split(0.4), "made_by": {"file": "sft.pt", "sha256": "a" * 64}}
+    for folder, res in ((root, {"sft": sft, "dapo_1": split(0.5)}),
+                        (keep, {"sft": {**sft, "made_by": {"sha256": "b" * 64}}})):
+        (folder / "seed0").mkdir(parents=True)
+        (folder / "seed0" / "results.json").write_text(json.dumps(res))
+    before = (keep / "seed0" / "results.json").read_text()
+    argv = ["rounds", "--seeds", "0", "--root", str(root), "--report-only"]
+    with pytest.raises(UserError, match="holds results of another pi_ref"):
+        sweep.main(argv + ["--archive", str(keep)])
+    assert (keep / "seed0" / "results.json").read_text() == before  # nothing written
+    sweep.main(argv + ["--archive", str(tmp_path / "elsewhere")])  # another folder takes it
+    assert "dapo_1" in json.loads((tmp_path / "elsewhere" / "seed0" / "results.json").read_text())
+
+
 def test_rounds_report_says_what_errors_remain(tmp_path):
     """Guards against a rounds table that stops at accuracy: issue 15 asks where the rounds
     stop and why, so the failures by wrong lines and each round's sampled accuracy are in it."""
