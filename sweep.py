@@ -275,6 +275,20 @@ def archive(args) -> list[Path]:
     return [dest / "results.json" for _, dest in pairs]
 
 
+def in_archive(args, fn, argv: list[str]) -> bool:
+    """Whether a tuning trial's result is archived already for the run folder's pi_ref, so that
+    a sweep resumed in another session, on a run folder remade bit for bit, skips it."""
+    key = next((k for _, k, module, flags, _ in tune_trials()
+                if fn is module.main and argv[-len(flags):] == flags), None)
+    if key is None or not args.archive:
+        return False
+    run_dir = Path(argv[argv.index("--run-dir") + 1])
+    results = artifacts.read_results(run_dir)
+    kept = artifacts.read_results(Path(args.archive) / run_dir.name)
+    sha = [((r.get("sft") or {}).get("made_by") or {}).get("sha256") for r in (results, kept)]
+    return sha[0] is not None and sha[0] == sha[1] and report.finished(kept, key)
+
+
 def check_same_pi_ref(results: dict, kept: dict, src: Path, dest: Path) -> None:
     """One sentence if an archived record came from another pi_ref than the run folder's (the
     same seed trains other weights on another machine): merged, one record would mix them."""
@@ -293,7 +307,9 @@ def main(argv=None):
     todo, t0 = [] if args.report_only else jobs(args), time.time()
     for i, (fn, argv_job) in enumerate(todo, 1):
         print(f"\n== sweep {args.sweep}, job {i}/{len(todo)}: {command(fn, argv_job)}")
-        if not args.dry_run:
+        if not args.dry_run and in_archive(args, fn, argv_job):
+            print(f"its result is in {args.archive} for this pi_ref: skipped")
+        elif not args.dry_run:
             fn(argv_job)  # reuses what was made by exactly these flags and inputs
             if args.archive:  # after every job, so that a sweep cut short keeps what finished
                 archive(args)

@@ -283,6 +283,35 @@ def test_archive_refuses_to_mix_two_pi_refs_of_one_seed(tmp_path):
     assert "dapo_1" in json.loads((tmp_path / "elsewhere" / "seed0" / "results.json").read_text())
 
 
+def test_a_tuning_trial_in_the_archive_is_skipped_for_the_same_pi_ref_only(tmp_path, capsys,
+                                                                          monkeypatch):
+    """Guards against a tuning sweep resumed in a new session (its run folder remade from
+    nothing) that reruns every trial the archive already holds, or that skips a trial whose
+    archived result came from another pi_ref."""
+    root, keep = tmp_path / "runs", tmp_path / "records"
+    ran = []
+    monkeypatch.setattr(sweep, "jobs", lambda args: [
+        (module.main, sweep.stage_argv(args, 0) + flags)
+        for _, _, module, flags, _ in sweep.tune_trials()[:2]])
+    for m in {t[2] for t in sweep.tune_trials()}:
+        monkeypatch.setattr(m, "main", lambda argv, m=m: ran.append(argv[-1]))
+    sft = {**split(0.4), "made_by": {"file": "sft.pt", "sha256": "a" * 64}}
+    (root / "seed0").mkdir(parents=True)
+    (root / "seed0" / "results.json").write_text(json.dumps({"sft": sft}))
+    (keep / "seed0").mkdir(parents=True)
+    first = sweep.tune_trials()[0][1]  # dapo_1_lr1e-05
+    (keep / "seed0" / "results.json").write_text(json.dumps({"sft": sft, first: split(0.5)}))
+    argv = ["tune", "--seeds", "0", "--root", str(root), "--archive", str(keep)]
+    sweep.main(argv)
+    assert ran == ["lr3e-05"] and "for this pi_ref: skipped" in capsys.readouterr().out
+    other = {**sft, "made_by": {"sha256": "b" * 64}}
+    (root / "seed0" / "results.json").write_text(json.dumps({"sft": other}))
+    ran.clear()
+    with pytest.raises(UserError, match="another pi_ref"):  # runs it, then refuses to merge
+        sweep.main(argv)
+    assert ran == ["lr1e-05"]
+
+
 def test_rounds_report_says_what_errors_remain(tmp_path):
     """Guards against a rounds table that stops at accuracy: issue 15 asks where the rounds
     stop and why, so the failures by wrong lines and each round's sampled accuracy are in it."""
