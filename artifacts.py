@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import shutil
 import time
 from dataclasses import asdict
@@ -335,10 +336,27 @@ def share_round1(src: Path, dst: Path) -> None:
 def machine() -> dict:
     """What ran a stage, beside its flags and inputs: the same code and seed give the same
     numbers bit for bit only on the same torch build, instruction set (its kernels round
-    differently with AVX2 and AVX-512) and thread count, so every record says which."""
+    differently with AVX2 and AVX-512), CPU (two that both report AVX-512 have trained two
+    pi_refs from one seed; family and model numbers may tell them apart) and thread count, so
+    every record says which."""
     return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": torch.get_num_threads(), "processes": parallel.world(),
+            "cpu": cpu_model(), "threads": torch.get_num_threads(),
+            "processes": parallel.world(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_initialized() else None}
+
+
+def cpu_model() -> str:
+    """The CPU's name with its family and model numbers, which tell CPUs apart where the name
+    does not ("AMD EPYC, family 26 model 2"); platform.processor() off Linux."""
+    try:
+        info = dict(line.split(":", 1) for line in
+                    Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                    if ":" in line)
+    except OSError:
+        return platform.processor()
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    return (f"{info.get('model name', '?')}, family {info.get('cpu family', '?')} "
+            f"model {info.get('model', '?')}")
 
 
 def finish_stage(run_dir: Path, stage: str, record: dict, t_start: float) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import artifacts
 import pipeline
 import train_actor
 import train_critic
@@ -41,7 +42,7 @@ def test_sft_smoke(sft_dir):
     machine = {k: v for k, v in res["machine"].items() if k != "cuda"}  # set by a GPU test
     assert machine == {"torch": torch.__version__, "processes": 1,
                        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                       "threads": torch.get_num_threads()}
+                       "cpu": artifacts.cpu_model(), "threads": torch.get_num_threads()}
     lines = (d / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4 and json.loads(lines[-1])["step"] == 40
 
