@@ -568,19 +568,45 @@ def plot_tokens(curves: dict, path: Path) -> str:
     return f"plot: {path}"
 
 
-def beta_report(run_dirs: list[Path], betas, default: float) -> str:
-    """sweep.py beta: greedy accuracy after one DAPO round per beta of eq. 12, mean ± std."""
+def beta_report(run_dirs: list[Path], betas, default: float, plot: Path | None = None) -> str:
+    """sweep.py beta: greedy accuracy after one DAPO round per beta of eq. 12, mean ± std, and
+    the plot of its change from each seed's pi_ref against beta."""
     results = [read_results(Path(d)) for d in run_dirs]
-    rows = []
+    rows, series = [], {"val": [], "test": []}
     for b in (None,) + tuple(betas):
         key = "sft" if b is None else "dapo_1" if b == default else f"dapo_1_beta{b:g}"
         done = [r for r in results if finished(r, key)]
         rows.append(["pi_ref" if b is None else f"{b:g}", str(len(done))]
                     + [cell([100 * r[key][s]["greedy_acc"] for r in done], "5.1f")
                        for s in SPLITS])
-    return "\n".join(["greedy accuracy in % after one DAPO round, by beta (eq. 12), mean ± std "
-                      "over seeds", grid(["beta", "seeds", "val", "test", "ood"], rows,
-                                         width=[5, 12, 12, 12])])
+        for s in series:
+            if b is not None and paired_change(done, key, s):
+                series[s].append((b, *mean_sd(paired_change(done, key, s))))
+    lines = ["greedy accuracy in % after one DAPO round, by beta (eq. 12), mean ± std over "
+             "seeds", grid(["beta", "seeds", "val", "test", "ood"], rows, width=[5, 12, 12, 12])]
+    if plot is not None:
+        lines.append(plot_lines(series, plot, "beta (eq. 12)", "change from pi_ref (points)",
+                                "one DAPO round by beta, mean ± std over seeds"))
+    return "\n".join(lines)
+
+
+def plot_lines(series: dict, path: Path, xlabel: str, ylabel: str, title: str) -> str:
+    """A line per series {label: [(x, mean, std)]} on a log x axis, as a PNG at path."""
+    plt = pyplot()
+    if plt is None:
+        return "(pip install matplotlib for the plot)"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, pts in series.items():
+        if pts:
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                        marker="o", ms=4, capsize=3, label=label)
+    ax.axhline(0, color="gray", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return f"plot: {path}"
 
 
 def step_credit(data: dict, values: torch.Tensor) -> dict:
@@ -646,13 +672,17 @@ def figure2_report(run_dirs: list[Path], device: str) -> str:
         "", "an example (V by the critic):", example])
 
 
-def k_report(runs: dict) -> str:
+def k_report(runs: dict, plot: Path | None = None) -> str:
     """sweep.py K: per K (at the pipeline's problems, then at its token budget), mean ± std
     over seeds of the tokens generated, the critic's held-out Brier ratio, the states kept, the
-    sibling rank accuracy and the greedy gain of one round. runs: {(K, same budget): dirs}."""
-    rows = []
+    sibling rank accuracy and the greedy gain of one round, and the plot of the test gain
+    against K. runs: {(K, same budget): dirs}."""
+    rows, series = [], {"same problems": [], "same generated tokens": []}
     for (k, same_budget), dirs in runs.items():
         res = [r for r in (read_results(Path(d)) for d in dirs) if finished(r, "dapo_1")]
+        if res:
+            series["same generated tokens" if same_budget else "same problems"].append(
+                (k, *mean_sd(paired_change(res, "dapo_1", "test"))))
         crit, filt = [r["critic_1"] for r in res], [r["dapo_1"]["filter"] for r in res]
         rows.append([f"{k}{' (budget)' if same_budget else ''}", str(len(res)),
                      cell([c["generated_tokens"] / 1e6 for c in crit], "5.2f", "4.2f"),
@@ -663,11 +693,15 @@ def k_report(runs: dict) -> str:
                            if f.get("sibling_rank_acc") is not None], "5.1f")]
                     + [cell([100 * (r["dapo_1"][s]["greedy_acc"] - r["sft"][s]["greedy_acc"])
                              for r in res], "+5.1f") for s in ("val", "test")])
-    return "\n".join([
-        "one DAPO round per K (continuations per state), mean ± std over seeds; (budget): "
-        "problems scaled so that the round generates about the default K's tokens",
-        grid(["K", "seeds", "tokens (M)", "Brier ratio", "kept %", "rank acc %", "val gain",
-              "test gain"], rows, first=12, width=[5, 12, 12, 12, 12, 12, 12])])
+    lines = ["one DAPO round per K (continuations per state), mean ± std over seeds; (budget): "
+             "problems scaled so that the round generates about the default K's tokens",
+             grid(["K", "seeds", "tokens (M)", "Brier ratio", "kept %", "rank acc %",
+                   "val gain", "test gain"], rows, first=12, width=[5, 12, 12, 12, 12, 12, 12])]
+    if plot is not None:
+        lines.append(plot_lines(series, plot, "K, Monte Carlo continuations per state",
+                                "greedy test gain over pi_ref (points)",
+                                "one DAPO round by K, mean ± std over seeds"))
+    return "\n".join(lines)
 
 
 def tune_report(run_dirs: list[Path], trials: list[tuple[str, str, str]]) -> str:

@@ -237,14 +237,14 @@ def write_report(args, run_dirs: list[Path]) -> str:
     elif args.sweep == "rounds":
         text = report.rounds_report([str(d) for d in run_dirs], out / f"{name}.png")
     elif args.sweep == "beta":
-        text = report.beta_report(run_dirs, BETAS, default_beta())
+        text = report.beta_report(run_dirs, BETAS, default_beta(), out / f"{name}.png")
     elif args.sweep == "tune":
         text = report.tune_report(run_dirs, [(m, key, setting)
                                              for m, key, _, _, setting in tune_trials()])
     elif args.sweep == "K":
         text = report.k_report({(k, b): [d for s in args.seeds for kk, b2, d in k_dirs(args, s)
                                          if (kk, b2) == (k, b)] for k in KS
-                                for b in (False, True)})
+                                for b in (False, True)}, out / f"{name}.png")
     else:
         text = report.figure2_report(run_dirs, args.device)
     atomic_write(out / f"{name}.txt", lambda tmp: Path(tmp).write_text(text + "\n"))

@@ -346,3 +346,23 @@ def test_an_archived_run_s_wall_times_come_from_its_stage_records(tmp_path):
     assert rows["sft"][-1] == "30" and rows["dapo_1"][-1] == "12"  # critic_1 10 + dapo_1 2
     assert rows["dapo_2"][-1] == "14"
     assert "total wall time 56 ± 0 s" in text  # not grpo_1's 50 s or the oracle's 2 s
+
+
+def test_beta_and_k_reports_give_their_tables_and_plots(tmp_path):
+    """Guards against a beta or K table that reads another round's key, a K gain taken
+    against another seed's pi_ref, or a sweep that writes no plot (issue 15 asks for both)."""
+    d = tmp_path / "seed0"
+    d.mkdir()
+    res = fake_results({"sft": 0.4, "dapo_1": 0.5, "dapo_1_beta0.01": 0.2, "grpo_1": 0.6,
+                        "dapo_1_oracle": 0.5, "dapo_2": 0.6})
+    res["critic_1"]["heldout"] = {"brier": 0.07, "brier_const": 0.1}
+    res["dapo_1"]["filter"] = {"kept_state_frac": 0.3, "sibling_rank_acc": 0.8}
+    (d / "results.json").write_text(json.dumps(res))
+    text = report.beta_report([d], (0.01, 0.1), 0.1, tmp_path / "beta.png")
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[2:5]}
+    assert rows["0.01"][1:4] == ["1", "20.0", "20.0"] and rows["0.1"][1:4] == ["1", "50.0", "50.0"]
+    text = report.k_report({(4, False): [d], (8, False): []}, tmp_path / "K.png")
+    row = next(line.split() for line in text.splitlines() if line.startswith("4 "))
+    assert row == ["4", "1", "0.00", "0.70", "30.0", "80.0", "+10.0", "+10.0"]
+    if report.pyplot() is not None:
+        assert (tmp_path / "beta.png").stat().st_size > 0 and (tmp_path / "K.png").exists()
