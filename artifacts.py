@@ -345,17 +345,19 @@ def machine() -> dict:
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_initialized() else None}
 
 
-def cpu_model() -> str:
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's name with its family and model numbers, which tell CPUs apart where the name
-    does not ("AMD EPYC, family 26 model 2"); platform.processor() off Linux."""
+    does not ("AMD EPYC, family 26 model 2"); the processor's or architecture's name where
+    there is no such file or it says none of these (off Linux, on ARM)."""
     try:
-        info = dict(line.split(":", 1) for line in
-                    Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
-                    if ":" in line)
+        first = cpuinfo.read_text().split("\n\n")[0]
     except OSError:
-        return platform.processor()
-    info = {k.strip(): v.strip() for k, v in info.items()}
-    return (f"{info.get('model name', '?')}, family {info.get('cpu family', '?')} "
+        first = ""
+    info = {k.strip(): v.strip() for k, v in
+            (line.split(":", 1) for line in first.splitlines() if ":" in line)}
+    if "model name" not in info:
+        return platform.processor() or platform.machine()
+    return (f"{info['model name']}, family {info.get('cpu family', '?')} "
             f"model {info.get('model', '?')}")
 
 

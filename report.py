@@ -595,6 +595,8 @@ def plot_lines(series: dict, path: Path, xlabel: str, ylabel: str, title: str) -
     plt = pyplot()
     if plt is None:
         return "(pip install matplotlib for the plot)"
+    if not any(series.values()):
+        return "(no finished runs to plot)"
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, pts in series.items():
         if pts:
@@ -680,9 +682,10 @@ def k_report(runs: dict, plot: Path | None = None) -> str:
     rows, series = [], {"same problems": [], "same generated tokens": []}
     for (k, same_budget), dirs in runs.items():
         res = [r for r in (read_results(Path(d)) for d in dirs) if finished(r, "dapo_1")]
-        if res:
+        gains = paired_change(res, "dapo_1", "test")
+        if gains:
             series["same generated tokens" if same_budget else "same problems"].append(
-                (k, *mean_sd(paired_change(res, "dapo_1", "test"))))
+                (k, *mean_sd(gains)))
         crit, filt = [r["critic_1"] for r in res], [r["dapo_1"]["filter"] for r in res]
         rows.append([f"{k}{' (budget)' if same_budget else ''}", str(len(res)),
                      cell([c["generated_tokens"] / 1e6 for c in crit], "5.2f", "4.2f"),

@@ -194,8 +194,11 @@ def ladder(x: float, steps: int) -> list[float]:
         [0.01, 0.03, 0.1, 0.3, 1.0]
     """
     rungs = [float(f"{m}e{e}") for e in range(-7, 1) for m in (1, 3)]
-    i = min(range(len(rungs)), key=lambda j: abs(math.log(rungs[j] / x)))
-    return rungs[max(0, i - steps):i + steps + 1]
+    i = next((j for j, r in enumerate(rungs) if math.isclose(r, x)), None)
+    if i is None or i < steps or i + steps >= len(rungs):
+        raise UserError(f"the tuning grid needs {x:g} and {steps} rungs on each side of it on "
+                        "the ladder 1e-7, 3e-7, ..., 1, 3; set the stage's default to a rung")
+    return rungs[i - steps:i + steps + 1]
 
 
 def tune_trials() -> list[tuple]:
@@ -275,18 +278,23 @@ def archive(args) -> list[Path]:
     return [dest / "results.json" for _, dest in pairs]
 
 
-def in_archive(args, fn, argv: list[str]) -> bool:
-    """Whether a tuning trial's result is archived already for the run folder's pi_ref, so that
-    a sweep resumed in another session, on a run folder remade bit for bit, skips it."""
-    key = next((k for _, k, module, flags, _ in tune_trials()
-                if fn is module.main and argv[-len(flags):] == flags), None)
-    if key is None or not args.archive:
-        return False
+def archived_trial(args, fn, argv: list[str]) -> tuple[Path, str, dict] | None:
+    """(run folder, results key, archived record) of a tuning trial whose result the archive
+    holds for the run folder's pi_ref, so that a sweep resumed in another session, on a run
+    folder remade bit for bit, skips it; None for any other job."""
+    if args.sweep != "tune" or not args.archive:
+        return None
+    key = next((k for s in args.seeds for _, k, module, flags, _ in tune_trials()
+                if fn is module.main and argv == stage_argv(args, s) + flags), None)
+    if key is None:
+        return None
     run_dir = Path(argv[argv.index("--run-dir") + 1])
     results = artifacts.read_results(run_dir)
     kept = artifacts.read_results(Path(args.archive) / run_dir.name)
     sha = [((r.get("sft") or {}).get("made_by") or {}).get("sha256") for r in (results, kept)]
-    return sha[0] is not None and sha[0] == sha[1] and report.finished(kept, key)
+    if sha[0] is None or sha[0] != sha[1] or not report.finished(kept, key):
+        return None
+    return run_dir, key, kept[key]
 
 
 def check_same_pi_ref(results: dict, kept: dict, src: Path, dest: Path) -> None:
@@ -307,7 +315,9 @@ def main(argv=None):
     todo, t0 = [] if args.report_only else jobs(args), time.time()
     for i, (fn, argv_job) in enumerate(todo, 1):
         print(f"\n== sweep {args.sweep}, job {i}/{len(todo)}: {command(fn, argv_job)}")
-        if not args.dry_run and in_archive(args, fn, argv_job):
+        kept = None if args.dry_run else archived_trial(args, fn, argv_job)
+        if kept:  # its record goes back into the run folder, whose table then has it
+            artifacts.update_results(*kept)
             print(f"its result is in {args.archive} for this pi_ref: skipped")
         elif not args.dry_run:
             fn(argv_job)  # reuses what was made by exactly these flags and inputs

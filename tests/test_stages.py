@@ -47,6 +47,16 @@ def test_sft_smoke(sft_dir):
     assert len(lines) == 4 and json.loads(lines[-1])["step"] == 40
 
 
+def test_cpu_model_reads_name_family_and_model(tmp_path):
+    """Guards against a machine record that cannot tell two CPUs of one name apart, or that
+    fails where there is no /proc/cpuinfo."""
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+                    "flags\t\t: fpu avx512f\n\nprocessor\t: 1\nmodel name\t: other\n")
+    assert artifacts.cpu_model(info) == "AMD EPYC, family 26 model 2"
+    assert artifacts.cpu_model(tmp_path / "none") != ""
+
+
 def test_critic_and_actor_smoke(sft_dir, tmp_path, capsys):
     """Guards against stage A or B crashing on real rollouts, or not writing their files and
     the documented results keys (critic_1.heldout.{bce,bce_const,brier,brier_const}, dapo_1)."""

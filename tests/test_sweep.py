@@ -90,7 +90,7 @@ def test_baselines_report_means_over_the_seeds_that_finished(tmp_path):
         d.mkdir()
         r.mkdir()
         (d / "results.json").write_text(json.dumps(fake_results(
-            {"sft": 0.4, "dapo_1": a, "dapo_2": a + 0.1, "dapo_1_oracle": 0.55,
+            {"sft": 0.4 - 0.2 * i, "dapo_1": a, "dapo_2": a + 0.1, "dapo_1_oracle": 0.55,
              "grpo_1": 0.6})))
         lineage = fake_lineage(0.55, 0.65)
         if i == 1:
@@ -101,7 +101,8 @@ def test_baselines_report_means_over_the_seeds_that_finished(tmp_path):
     text = report.baselines_report(dirs, {"rft": rft}, tmp_path / "b.png")
     rows = {line[:41].strip(): line[41:].split() for line in text.splitlines()[2:14]}
     assert rows["+ DAPO, 1 round"][:4] == ["2", "60.0", "±", "14.1"]
-    assert rows["+ DAPO, 1 round"][10:13] == ["+20.0", "±", "14.1"]  # paired: +10 and +30
+    # paired: 50 - 40 and 70 - 20 (against seed 0's pi_ref both: +20.0 ± 14.1)
+    assert rows["+ DAPO, 1 round"][10:16] == ["+30.0", "±", "28.3", "+30.0", "±", "28.3"]
     assert rows["+ RFT, 1 round"][:2] == ["2", "55.0"]
     assert rows["+ RFT, 2 rounds"][:2] == ["1", "65.0"]
     assert rows["+ PPO"][0] == "0" and rows["+ PPO"][1] == "-"
@@ -270,46 +271,53 @@ def test_archive_refuses_to_mix_two_pi_refs_of_one_seed(tmp_path):
     baselines beside the other pi_ref's DAPO in one table row."""
     root, keep = tmp_path / "runs", tmp_path / "records"
     sft = {**split(0.4), "made_by": {"file": "sft.pt", "sha256": "a" * 64}}
-    for folder, res in ((root, {"sft": sft, "dapo_1": split(0.5)}),
-                        (keep, {"sft": {**sft, "made_by": {"sha256": "b" * 64}}})):
-        (folder / "seed0").mkdir(parents=True)
-        (folder / "seed0" / "results.json").write_text(json.dumps(res))
-    before = (keep / "seed0" / "results.json").read_text()
-    argv = ["rounds", "--seeds", "0", "--root", str(root), "--report-only"]
-    with pytest.raises(UserError, match="holds results of another pi_ref"):
+    for seed in (0, 1):
+        (root / f"seed{seed}").mkdir(parents=True)
+        (root / f"seed{seed}" / "results.json").write_text(json.dumps(
+            {"sft": sft, "dapo_1": split(0.5)}))
+    (keep / "seed1").mkdir(parents=True)  # seed 0's archive is new; seed 1's of another pi_ref
+    other = {"sft": {**sft, "made_by": {"sha256": "b" * 64}}}
+    (keep / "seed1" / "results.json").write_text(json.dumps(other))
+    argv = ["rounds", "--seeds", "0", "1", "--root", str(root), "--report-only"]
+    with pytest.raises(UserError, match="seed1 holds results of another pi_ref"):
         sweep.main(argv + ["--archive", str(keep)])
-    assert (keep / "seed0" / "results.json").read_text() == before  # nothing written
+    assert json.loads((keep / "seed1" / "results.json").read_text()) == other
+    assert not (keep / "seed0").exists()  # nothing written, not even the seed that matched
     sweep.main(argv + ["--archive", str(tmp_path / "elsewhere")])  # another folder takes it
-    assert "dapo_1" in json.loads((tmp_path / "elsewhere" / "seed0" / "results.json").read_text())
+    assert "dapo_1" in json.loads((tmp_path / "elsewhere" / "seed1" / "results.json").read_text())
 
 
 def test_a_tuning_trial_in_the_archive_is_skipped_for_the_same_pi_ref_only(tmp_path, capsys,
                                                                           monkeypatch):
     """Guards against a tuning sweep resumed in a new session (its run folder remade from
-    nothing) that reruns every trial the archive already holds, or that skips a trial whose
-    archived result came from another pi_ref."""
+    nothing) that reruns every trial the archive already holds, that skips a trial whose
+    archived result is another trial's (response's lr trials end in dapo's flags) or came from
+    another pi_ref, or whose table then lacks the skipped trials."""
     root, keep = tmp_path / "runs", tmp_path / "records"
-    ran = []
+    trials, ran = sweep.tune_trials(), []
     monkeypatch.setattr(sweep, "jobs", lambda args: [
-        (module.main, sweep.stage_argv(args, 0) + flags)
-        for _, _, module, flags, _ in sweep.tune_trials()[:2]])
-    for m in {t[2] for t in sweep.tune_trials()}:
-        monkeypatch.setattr(m, "main", lambda argv, m=m: ran.append(argv[-1]))
+        (module.main, sweep.stage_argv(args, 0) + flags) for _, _, module, flags, _ in trials])
+    for m in {t[2] for t in trials}:
+        monkeypatch.setattr(m, "main", lambda argv: ran.append(argv))
     sft = {**split(0.4), "made_by": {"file": "sft.pt", "sha256": "a" * 64}}
     (root / "seed0").mkdir(parents=True)
     (root / "seed0" / "results.json").write_text(json.dumps({"sft": sft}))
     (keep / "seed0").mkdir(parents=True)
-    first = sweep.tune_trials()[0][1]  # dapo_1_lr1e-05
-    (keep / "seed0" / "results.json").write_text(json.dumps({"sft": sft, first: split(0.5)}))
+    dapo = {k: split(0.5) for m, k, *_ in trials if m == "dapo"}
+    (keep / "seed0" / "results.json").write_text(json.dumps({"sft": sft, **dapo}))
     argv = ["tune", "--seeds", "0", "--root", str(root), "--archive", str(keep)]
     sweep.main(argv)
-    assert ran == ["lr3e-05"] and "for this pi_ref: skipped" in capsys.readouterr().out
+    common = sweep.stage_argv(sweep.get_args(argv), 0)
+    assert ran == [common + flags for m, _, _, flags, _ in trials if m != "dapo"]
+    assert capsys.readouterr().out.count("for this pi_ref: skipped") == 5
+    rows = [line.split() for line in (root / "sweeps" / "tune.txt").read_text().splitlines()]
+    assert ["dapo", "lr", "1e-05", "1", "50.0", "50.0"] in rows  # the skipped trial's record
     other = {**sft, "made_by": {"sha256": "b" * 64}}
     (root / "seed0" / "results.json").write_text(json.dumps({"sft": other}))
     ran.clear()
     with pytest.raises(UserError, match="another pi_ref"):  # runs it, then refuses to merge
         sweep.main(argv)
-    assert ran == ["lr1e-05"]
+    assert len(ran) == 1
 
 
 def test_rounds_report_says_what_errors_remain(tmp_path):
@@ -346,9 +354,12 @@ def test_an_archived_run_s_wall_times_come_from_its_stage_records(tmp_path):
     assert rows["sft"][-1] == "30" and rows["dapo_1"][-1] == "12"  # critic_1 10 + dapo_1 2
     assert rows["dapo_2"][-1] == "14"
     assert "total wall time 56 ± 0 s" in text  # not grpo_1's 50 s or the oracle's 2 s
+    (tmp_path / "pipeline_times.json").write_text(json.dumps({"sft": 99.0}))
+    text = report.summarize([str(tmp_path)])  # pipeline.py's timing wins where there is one
+    assert next(line for line in text.splitlines() if line.startswith("sft")).split()[-1] == "99"
 
 
-def test_beta_and_k_reports_give_their_tables_and_plots(tmp_path):
+def test_beta_and_k_reports_give_their_tables_and_plots(tmp_path, monkeypatch):
     """Guards against a beta or K table that reads another round's key, a K gain taken
     against another seed's pi_ref, or a sweep that writes no plot (issue 15 asks for both)."""
     d = tmp_path / "seed0"
@@ -357,12 +368,22 @@ def test_beta_and_k_reports_give_their_tables_and_plots(tmp_path):
                         "dapo_1_oracle": 0.5, "dapo_2": 0.6})
     res["critic_1"]["heldout"] = {"brier": 0.07, "brier_const": 0.1}
     res["dapo_1"]["filter"] = {"kept_state_frac": 0.3, "sibling_rank_acc": 0.8}
+    res["dapo_1"]["val"]["greedy_acc"] = 0.45  # val and test apart, to tell them apart
     (d / "results.json").write_text(json.dumps(res))
     text = report.beta_report([d], (0.01, 0.1), 0.1, tmp_path / "beta.png")
     rows = {line.split()[0]: line.split() for line in text.splitlines()[2:5]}
-    assert rows["0.01"][1:4] == ["1", "20.0", "20.0"] and rows["0.1"][1:4] == ["1", "50.0", "50.0"]
+    assert rows["0.01"][1:4] == ["1", "20.0", "20.0"] and rows["0.1"][1:4] == ["1", "45.0", "50.0"]
     text = report.k_report({(4, False): [d], (8, False): []}, tmp_path / "K.png")
     row = next(line.split() for line in text.splitlines() if line.startswith("4 "))
-    assert row == ["4", "1", "0.00", "0.70", "30.0", "80.0", "+10.0", "+10.0"]
+    assert row == ["4", "1", "0.00", "0.70", "30.0", "80.0", "+5.0", "+10.0"]
     if report.pyplot() is not None:
         assert (tmp_path / "beta.png").stat().st_size > 0 and (tmp_path / "K.png").exists()
+    plotted = []
+    monkeypatch.setattr(report, "plot_lines", lambda series, *a: plotted.append(series) or "")
+    report.beta_report([d], (0.01, 0.1), 0.1, tmp_path / "beta.png")
+    report.k_report({(4, False): [d], (8, True): []}, tmp_path / "K.png")
+    rounded = [{k: [tuple(round(x, 6) for x in p) for p in v] for k, v in s.items()}
+               for s in plotted]
+    assert rounded[0] == {"val": [(0.01, -20.0, 0.0), (0.1, 5.0, 0.0)],
+                          "test": [(0.01, -20.0, 0.0), (0.1, 10.0, 0.0)]}
+    assert rounded[1] == {"same problems": [(4, 10.0, 0.0)], "same generated tokens": []}
