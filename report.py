@@ -707,22 +707,38 @@ def k_report(runs: dict, plot: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def tune_report(run_dirs: list[Path], trials: list[tuple[str, str, str]]) -> str:
+def tune_report(run_dirs: list[Path], trials: list[tuple[str, str, str]],
+                defaults: dict[str, str]) -> str:
     """sweep.py tune: each method's trials (method, results key, setting such as "lr 3e-05"),
     greedy val and test mean over seeds; the chosen setting is the best on val (test is shown,
-    never chosen on)."""
+    never chosen on), once every trial of the method has finished."""
     results = [read_results(Path(d)) for d in run_dirs]
-    rows, best = [], {}
+    rows = []
     for method, key, setting in trials:
         done = [r for r in results if finished(r, key)]
-        val = [100 * r[key]["val"]["greedy_acc"] for r in done]
-        if val and (method not in best or statistics.mean(val) > best[method][1]):
-            best[method] = (setting, statistics.mean(val))
-        rows.append([method, setting, str(len(done)), cell(val, "5.1f"),
+        rows.append([method, setting, str(len(done)),
+                     cell([100 * r[key]["val"]["greedy_acc"] for r in done], "5.1f"),
                      cell([100 * r[key]["test"]["greedy_acc"] for r in done], "5.1f")])
-    chosen = "; ".join(f"{m} {setting}" for m, (setting, _) in best.items())
+    chosen = tune_choices(run_dirs, trials, defaults)
+    unfinished = sorted({m for m, _, _ in trials} - set(chosen))
     return "\n".join(["tuning trials: greedy accuracy in %, mean ± std over seeds; a trial "
                       "changes one setting from the method's defaults",
                       grid(["method", "setting", "seeds", "val", "test"], rows, first=10,
                            width=[12, 5, 12, 12]),
-                      f"chosen on val: {chosen or '(none finished)'}"])
+                      "chosen on val: " + "; ".join(f"{m} {s}" for m, s in chosen.items())
+                      + (f" (grid unfinished: {', '.join(unfinished)})" if unfinished else "")])
+
+
+def tune_choices(run_dirs: list[Path], trials: list[tuple[str, str, str]],
+                 defaults: dict[str, str]) -> dict[str, str]:
+    """{method: the setting of its best trial on val, mean over the run folders; its default
+    setting on a tie}, for the methods whose every trial finished in every folder (a partial
+    grid chooses nothing)."""
+    results = [read_results(Path(d)) for d in run_dirs]
+    by_method: dict[str, list] = {}
+    for method, key, setting in trials:
+        val = [100 * r[key]["val"]["greedy_acc"] for r in results if finished(r, key)]
+        by_method.setdefault(method, []).append(
+            (statistics.mean(val), setting) if len(val) == len(results) else None)
+    return {m: max(ts, key=lambda t: (t[0], t[1] == defaults.get(m)))[1]
+            for m, ts in by_method.items() if results and None not in ts}

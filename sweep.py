@@ -8,6 +8,7 @@ and plots (docs/results.md shows what they measured):
     python sweep.py K                        # Table 6: continuations per state, twice
     python sweep.py figure2                  # Figure 2: negative steps inside right answers
     python sweep.py tune --seeds 0           # 5 trials per method (lr, beta or KL), chosen on val
+    python sweep.py baselines --root runs/tuned --tuned-from runs   # Table 3 at those choices
     python sweep.py baselines --report-only  # the table and plot of what has finished
     python sweep.py beta --dry-run           # the commands it would run, and nothing else
 
@@ -66,6 +67,10 @@ def get_args(argv=None):
                    help="train_sft.py --fuse-prob for every run (the control task with 0)")
     add_device_arg(p)
     add_preset_arg(p)
+    p.add_argument("--tuned-from", metavar="DIR", default=None,
+                   help="baselines: run every method at the setting the tuning sweep under DIR "
+                   "chose on val (python sweep.py tune --root DIR), not at its defaults; give "
+                   "this sweep a --root of its own")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: the table and plot of the finished jobs")
     p.add_argument("--dry-run", action="store_true", help="print the jobs' commands only")
@@ -81,11 +86,13 @@ def seed_dir(args, seed: int) -> Path:
     return Path(args.root) / f"{prefix}seed{seed}"
 
 
-def pipeline_job(args, seed: int, rounds: int) -> tuple:
+def pipeline_job(args, seed: int, rounds: int, actor_flags: list[str] | None = None) -> tuple:
     argv = ["--run-dir", str(seed_dir(args, seed)), "--seed", str(seed), "--rounds",
             str(rounds), "--device", args.device, "--preset", args.preset]
     if args.fuse_prob is not None:
         argv += ["--sft-args", f"--fuse-prob {args.fuse_prob:g}"]
+    if actor_flags:
+        argv += ["--actor-args", shlex.join(actor_flags)]
     return pipeline.main, argv
 
 
@@ -102,10 +109,13 @@ def jobs(args) -> list[tuple]:
     for s in args.seeds:
         common = stage_argv(args, s)
         if args.sweep == "baselines":
-            out.append(pipeline_job(args, s, 2))
-            out.append((train_actor.main, common + ["--advantage", "oracle"]))
-            out += [(train_grpo.main, common), (train_ppo.main, common)]
-            out += lineage_jobs(args, s)
+            tuned = tuned_flags(args)
+            out.append(pipeline_job(args, s, 2, tuned.get("dapo")))
+            out.append((train_actor.main, common + ["--advantage", "oracle"]
+                        + tuned.get("dapo", [])))
+            out += [(train_grpo.main, common + tuned.get("grpo", [])),
+                    (train_ppo.main, common + tuned.get("ppo", []))]
+            out += lineage_jobs(args, s, tuned)
         elif args.sweep == "rounds":
             out.append(pipeline_job(args, s, 4))
         elif args.sweep == "K":
@@ -127,11 +137,13 @@ def lineage_dir(args, name: str, seed: int) -> Path:
     return Path(args.root) / f"{name}-{seed_dir(args, seed).name}"
 
 
-def lineage_jobs(args, seed: int) -> list[tuple]:
+def lineage_jobs(args, seed: int, tuned: dict) -> list[tuple]:
     """Two rounds of each offline baseline in its own folder: round 1 on the shared round-1
-    rollouts (its actor written as the next pi_ref), round 2 on rollouts of that actor."""
+    rollouts (its actor written as the next pi_ref), round 2 on rollouts of that actor; each
+    at its tuned setting where `tuned` has one."""
     out = []
     for name, module, extra in LINEAGES:
+        extra = extra + tuned.get(name, [])
         d = lineage_dir(args, name, seed)
         argv = stage_argv(args, seed, d)
         out += [(share_round1, [str(seed_dir(args, seed)), str(d)]),
@@ -217,6 +229,27 @@ def tune_trials() -> list[tuple]:
     return out
 
 
+def tuned_flags(args) -> dict[str, list[str]]:
+    """{method: flags} of the settings the tuning sweep under --tuned-from chose on val over
+    its seed folders, for every method of the grid; {} without --tuned-from."""
+    if not args.tuned_from:
+        return {}
+    dirs = sorted(Path(args.tuned_from).glob("seed*"))
+    chosen = report.tune_choices(dirs, [(m, k, setting) for m, k, _, _, setting in tune_trials()],
+                                 default_settings())
+    missing = [m for m, *_ in TUNE if m not in chosen]
+    if not dirs or missing:
+        raise UserError(f"{args.tuned_from} holds no finished tuning grid of "
+                        f"{', '.join(missing)}; finish it with python sweep.py tune --root "
+                        f"{args.tuned_from} first")
+    return {m: [f"--{s.split()[0]}", s.split()[1]] for m, s in chosen.items()}
+
+
+def default_settings() -> dict[str, str]:
+    """{method: its default learning rate as a trial's setting}, which wins a tie on val."""
+    return {m: f"lr {module.get_args(extra).lr:g}" for m, _, module, extra, _ in TUNE}
+
+
 def default_beta() -> float:
     return train_actor.get_args([]).beta
 
@@ -243,7 +276,8 @@ def write_report(args, run_dirs: list[Path]) -> str:
         text = report.beta_report(run_dirs, BETAS, default_beta(), out / f"{name}.png")
     elif args.sweep == "tune":
         text = report.tune_report(run_dirs, [(m, key, setting)
-                                             for m, key, _, _, setting in tune_trials()])
+                                             for m, key, _, _, setting in tune_trials()],
+                                  default_settings())
     elif args.sweep == "K":
         text = report.k_report({(k, b): [d for s in args.seeds for kk, b2, d in k_dirs(args, s)
                                          if (kk, b2) == (k, b)] for k in KS

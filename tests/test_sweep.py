@@ -182,9 +182,10 @@ def test_tune_gives_every_method_five_trials_and_chooses_on_val(tmp_path):
            "rft_1_lr0.0001": {"val": {"greedy_acc": 0.6}, "test": {"greedy_acc": 0.1},
                               "ood": {"greedy_acc": 0.0}}}
     (d / "results.json").write_text(json.dumps(res))
-    text = report.tune_report([d], [("rft", "rft_1_lr3e-05", "lr 3e-05"),
-                                    ("rft", "rft_1_lr0.0001", "lr 0.0001")])
-    assert "chosen on val: rft lr 0.0001" in text
+    two = [("rft", "rft_1_lr3e-05", "lr 3e-05"), ("rft", "rft_1_lr0.0001", "lr 0.0001")]
+    assert "chosen on val: rft lr 0.0001" in report.tune_report([d], two, {})
+    text = report.tune_report([d], two + [("ppo", "ppo_1_lr1e-05", "lr 1e-05")], {})
+    assert text.endswith("chosen on val: rft lr 0.0001 (grid unfinished: ppo)")
 
 
 def test_a_tag_names_the_files_and_refuses_odd_characters(tmp_path, capsys):
@@ -387,3 +388,30 @@ def test_beta_and_k_reports_give_their_tables_and_plots(tmp_path, monkeypatch):
     assert rounded[0] == {"val": [(0.01, -20.0, 0.0), (0.1, 5.0, 0.0)],
                           "test": [(0.01, -20.0, 0.0), (0.1, 10.0, 0.0)]}
     assert rounded[1] == {"same problems": [(4, 10.0, 0.0)], "same generated tokens": []}
+
+
+def test_baselines_tuned_from_a_tuning_grid_run_each_method_at_its_val_choice(tmp_path):
+    """Guards against a comparison at the defaults when the grid chose otherwise, a choice
+    made on test, a method given another method's setting, or a choice from a partial grid."""
+    tune = tmp_path / "tune" / "seed0"
+    tune.mkdir(parents=True)
+    trials = sweep.tune_trials()
+    res = {key: split(0.5) for _, key, _, _, _ in trials}
+    res["grpo_1_lr3e-05"] = {**split(0.6), "test": {"greedy_acc": 0.1}}  # best on val only
+    res["dapo_1_response_lr0.0001"] = split(0.55)
+    res["dapo_1_lr1e-05"]["test"]["greedy_acc"] = 0.9  # best on test only: not chosen
+    (tune / "results.json").write_text(json.dumps(res))
+    args = sweep.get_args(["baselines", "--seeds", "0", "--root", "R",
+                           "--tuned-from", str(tmp_path / "tune")])
+    flags = sweep.tuned_flags(args)
+    assert flags["grpo"] == ["--lr", "3e-05"] and flags["response"] == ["--lr", "0.0001"]
+    assert flags["dapo"] == ["--lr", "3e-05"]  # all tie on val: its default lr
+    jobs = [sweep.command(fn, a) for fn, a in sweep.jobs(args)]
+    assert jobs[0].endswith("--actor-args '--lr 3e-05'")
+    assert "train_grpo.py" in jobs[2] and jobs[2].endswith("--lr 3e-05")
+    response = [j for j in jobs if "--advantage response" in j]
+    assert len(response) == 2 and all("--advantage response --lr 0.0001" in j for j in response)
+    del res["ppo_1_kl0.03"]
+    (tune / "results.json").write_text(json.dumps(res))
+    with pytest.raises(UserError, match="no finished tuning grid of ppo"):
+        sweep.jobs(args)
