@@ -8,7 +8,7 @@ and plots (docs/results.md shows what they measured):
     python sweep.py K                        # Table 6: continuations per state, twice
     python sweep.py figure2                  # Figure 2: negative steps inside right answers
     python sweep.py tune --seeds 0           # 5 trials per method (lr, beta or KL), chosen on val
-    python sweep.py baselines --root runs/tuned --tuned-from runs   # Table 3 at those choices
+    python sweep.py baselines --tuned-from runs --seeds 0  # Table 3 at the grid's choices
     python sweep.py baselines --report-only  # the table and plot of what has finished
     python sweep.py beta --dry-run           # the commands it would run, and nothing else
 
@@ -69,8 +69,9 @@ def get_args(argv=None):
     add_preset_arg(p)
     p.add_argument("--tuned-from", metavar="DIR", default=None,
                    help="baselines: run every method at the setting the tuning sweep under DIR "
-                   "chose on val (python sweep.py tune --root DIR), not at its defaults; give "
-                   "this sweep a --root of its own")
+                   "chose on val (python sweep.py tune --root DIR), not at its defaults; --root "
+                   "may be DIR (the trials' results are tagged), not a root whose baselines "
+                   "ran at other settings")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: the table and plot of the finished jobs")
     p.add_argument("--dry-run", action="store_true", help="print the jobs' commands only")
