@@ -580,8 +580,9 @@ def beta_report(run_dirs: list[Path], betas, default: float, plot: Path | None =
                     + [cell([100 * r[key][s]["greedy_acc"] for r in done], "5.1f")
                        for s in SPLITS])
         for s in series:
-            if b is not None and paired_change(done, key, s):
-                series[s].append((b, *mean_sd(paired_change(done, key, s))))
+            change = paired_change(done, key, s) if b is not None else []
+            if change:
+                series[s].append((b, *mean_sd(change)))
     lines = ["greedy accuracy in % after one DAPO round, by beta (eq. 12), mean ± std over "
              "seeds", grid(["beta", "seeds", "val", "test", "ood"], rows, width=[5, 12, 12, 12])]
     if plot is not None:
@@ -685,10 +686,10 @@ def k_report(runs: dict, plot: Path | None = None) -> str:
     rows, series = [], {"same problems": [], "same generated tokens": []}
     for (k, same_budget), dirs in runs.items():
         res = [r for r in (read_results(Path(d)) for d in dirs) if finished(r, "dapo_1")]
-        gains = paired_change(res, "dapo_1", "test")
-        if gains:
+        gains = {s: paired_change(res, "dapo_1", s) for s in ("val", "test")}
+        if gains["test"]:
             series["same generated tokens" if same_budget else "same problems"].append(
-                (k, *mean_sd(gains)))
+                (k, *mean_sd(gains["test"])))
         crit, filt = [r["critic_1"] for r in res], [r["dapo_1"]["filter"] for r in res]
         rows.append([f"{k}{' (budget)' if same_budget else ''}", str(len(res)),
                      cell([c["generated_tokens"] / 1e6 for c in crit], "5.2f", "4.2f"),
@@ -697,8 +698,7 @@ def k_report(runs: dict, plot: Path | None = None) -> str:
                      cell([100 * f["kept_state_frac"] for f in filt], "5.1f"),
                      cell([100 * f["sibling_rank_acc"] for f in filt
                            if f.get("sibling_rank_acc") is not None], "5.1f")]
-                    + [cell([100 * (r["dapo_1"][s]["greedy_acc"] - r["sft"][s]["greedy_acc"])
-                             for r in res], "+5.1f") for s in ("val", "test")])
+                    + [cell(gains[s], "+5.1f") for s in ("val", "test")])
     lines = ["one DAPO round per K (continuations per state), mean ± std over seeds; (budget): "
              "problems scaled so that the round generates about the default K's tokens",
              grid(["K", "seeds", "tokens (M)", "Brier ratio", "kept %", "rank acc %",

@@ -106,11 +106,10 @@ def stage_argv(args, seed: int, run_dir: Path | None = None) -> list[str]:
 def jobs(args) -> list[tuple]:
     """(stage main, its argv) of every job of the sweep, in order; a seed's DAPO pipeline
     first, since every other job starts from its files."""
-    out = []
+    out, tuned = [], tuned_flags(args) if args.sweep == "baselines" else {}
     for s in args.seeds:
         common = stage_argv(args, s)
         if args.sweep == "baselines":
-            tuned = tuned_flags(args)
             out.append(pipeline_job(args, s, 2, tuned.get("dapo")))
             out.append((train_actor.main, common + ["--advantage", "oracle"]
                         + tuned.get("dapo", [])))
@@ -302,15 +301,20 @@ def sweep_dirs(args) -> list[Path]:
 def archive(args) -> list[Path]:
     """Merge the results.json of the sweep's run folders into ARCHIVE/<folder>/results.json
     (a stage's record replaces the one kept before); returns the files written."""
-    pairs = [(d, Path(args.archive) / d.name) for d in sweep_dirs(args)
-             if artifacts.read_results(d)]
-    for d, dest in pairs:  # all checked before any is written
-        check_same_pi_ref(artifacts.read_results(d), artifacts.read_results(dest), d, dest)
-    for d, dest in pairs:
+    merges = [(d, Path(args.archive) / d.name, artifacts.read_results(d))
+              for d in sweep_dirs(args)]
+    merges = [(d, dest, res, artifacts.read_results(dest)) for d, dest, res in merges if res]
+    for d, dest, res, kept in merges:  # all checked before any is written
+        check_same_pi_ref(res, kept, d, dest)
+    for _, dest, res, kept in merges:
         dest.mkdir(parents=True, exist_ok=True)
-        save_json(dest / "results.json", {**artifacts.read_results(dest),
-                                          **artifacts.read_results(d)})
-    return [dest / "results.json" for _, dest in pairs]
+        save_json(dest / "results.json", {**kept, **res})
+    return [dest / "results.json" for _, dest, _, _ in merges]
+
+
+def pi_ref_sha(results: dict) -> str | None:
+    """The SHA-256 of the sft.pt a results.json's runs started from, where it says."""
+    return ((results.get("sft") or {}).get("made_by") or {}).get("sha256")
 
 
 def archived_trial(args, fn, argv: list[str]) -> tuple[Path, str, dict] | None:
@@ -319,15 +323,15 @@ def archived_trial(args, fn, argv: list[str]) -> tuple[Path, str, dict] | None:
     folder remade bit for bit, skips it; None for any other job."""
     if args.sweep != "tune" or not args.archive:
         return None
-    key = next((k for s in args.seeds for _, k, module, flags, _ in tune_trials()
-                if fn is module.main and argv == stage_argv(args, s) + flags), None)
+    seed, key = next(((s, k) for s in args.seeds for _, k, module, flags, _ in tune_trials()
+                      if fn is module.main and argv == stage_argv(args, s) + flags),
+                     (None, None))
     if key is None:
         return None
-    run_dir = Path(argv[argv.index("--run-dir") + 1])
-    results = artifacts.read_results(run_dir)
+    run_dir = seed_dir(args, seed)
     kept = artifacts.read_results(Path(args.archive) / run_dir.name)
-    sha = [((r.get("sft") or {}).get("made_by") or {}).get("sha256") for r in (results, kept)]
-    if sha[0] is None or sha[0] != sha[1] or not report.finished(kept, key):
+    sha = pi_ref_sha(artifacts.read_results(run_dir))
+    if sha is None or sha != pi_ref_sha(kept) or not report.finished(kept, key):
         return None
     return run_dir, key, kept[key]
 
@@ -335,8 +339,7 @@ def archived_trial(args, fn, argv: list[str]) -> tuple[Path, str, dict] | None:
 def check_same_pi_ref(results: dict, kept: dict, src: Path, dest: Path) -> None:
     """One sentence if an archived record came from another pi_ref than the run folder's (the
     same seed trains other weights on another machine): merged, one record would mix them."""
-    ours, theirs = (((r.get("sft") or {}).get("made_by") or {}).get("sha256")
-                    for r in (results, kept))
+    ours, theirs = pi_ref_sha(results), pi_ref_sha(kept)
     if ours and theirs and ours != theirs:
         raise UserError(f"{dest} holds results of another pi_ref than {src} (sft.pt "
                         f"{theirs[:12]} against {ours[:12]}, made on another machine or with "
