@@ -576,15 +576,17 @@ def beta_report(run_dirs: list[Path], betas, default: float, plot: Path | None =
     for b in (None,) + tuple(betas):
         key = "sft" if b is None else "dapo_1" if b == default else f"dapo_1_beta{b:g}"
         done = [r for r in results if finished(r, key)]
+        change = {s: paired_change(done, key, s) if b is not None else [] for s in series}
         rows.append(["pi_ref" if b is None else f"{b:g}", str(len(done))]
                     + [cell([100 * r[key][s]["greedy_acc"] for r in done], "5.1f")
-                       for s in SPLITS])
+                       for s in SPLITS] + [cell(change[s], "+5.1f") for s in series])
         for s in series:
-            change = paired_change(done, key, s) if b is not None else []
-            if change:
-                series[s].append((b, *mean_sd(change)))
+            if change[s]:
+                series[s].append((b, *mean_sd(change[s])))
     lines = ["greedy accuracy in % after one DAPO round, by beta (eq. 12), mean ± std over "
-             "seeds", grid(["beta", "seeds", "val", "test", "ood"], rows, width=[5, 12, 12, 12])]
+             "seeds; the change from each seed's own pi_ref in points",
+             grid(["beta", "seeds", "val", "test", "ood", "val change", "test change"], rows,
+                  width=[5, 12, 12, 12, 12, 12])]
     if plot is not None:
         lines.append(plot_lines(series, plot, "beta (eq. 12)", "change from pi_ref (points)",
                                 "one DAPO round by beta, mean ± std over seeds"))
@@ -657,24 +659,29 @@ def credit_example(data: dict, credit: dict) -> str:
 
 
 def figure2_report(run_dirs: list[Path], device: str) -> str:
-    """sweep.py figure2: step_credit by round 1's critic and by the MC targets, per seed."""
-    rows, example = [], ""
+    """sweep.py figure2: step_credit by round 1's critic and by the MC targets, per seed, and
+    their mean ± std over the seeds."""
+    keys = ("negative_step_frac", "with_negative_frac")
+    rows, shares, example = [], [], ""
     for d in run_dirs:
         data = load_rollouts(Path(d), 1)
         critic = load_critic(Path(d), 1, pick_device(device))[0].eval()
         v = state_values(critic, unflat(data["states"]), EOT_ID)
         by_critic, by_mc = step_credit(data, v), step_credit(data, data["mc"].float())
+        shares.append([c[k] for c in (by_critic, by_mc) for k in keys])
         rows.append([Path(d).name, str(by_critic["correct"]), str(by_critic["steps"])]
-                    + [pct(c[k]) for c in (by_critic, by_mc)
-                       for k in ("negative_step_frac", "with_negative_frac")])
+                    + [pct(x, ".1%").rstrip("%") for x in shares[-1]])
         example = example or credit_example(data, by_critic)
+    if len(shares) > 1:
+        rows.append(["mean", "", ""] + [cell([100 * x for x in col if x is not None], "4.1f",
+                                             "3.1f") for col in zip(*shares)])
     return "\n".join([
         "Among pi_ref's correct kept responses of round 1: the share of steps whose advantage "
         "V(after) - V(before)", "is negative, and the share of correct responses with at "
-        "least one such step; V by the critic and by the", "K-sample MC targets (noisier). "
-        "A response-level method gives each of these steps a positive sign.",
+        "least one such step, in %; V by the critic and by", "the K-sample MC targets "
+        "(noisier). A response-level method gives each of these steps a positive sign.",
         grid(["run", "correct", "steps", "neg steps", "with neg", "MC: steps", "MC: with"],
-             rows, first=10, width=[8, 7, 10, 9, 10, 9]),
+             rows, first=10, width=[8, 7, 11, 11, 11, 11]),
         "", "an example (V by the critic):", example])
 
 

@@ -134,6 +134,29 @@ def test_figure2_report_on_a_tiny_run(tmp_path, capsys):
     assert "seed0" in out and (tmp_path / "sweeps" / "figure2.txt").exists()
 
 
+def test_figure2_report_averages_the_seeds_shares(tmp_path, monkeypatch):
+    """Guards against a mean row that averages the wrong column or counts a seed without
+    correct responses (its shares are None) as 0 %."""
+    credits = iter([(0.1, 0.5), (0.2, 0.6), (0.3, 0.7), (None, None)])  # critic, MC; per seed
+
+    def credit(data, values):
+        neg, with_neg = next(credits)
+        return {"correct": 0 if neg is None else 4, "steps": 12, "negative_step_frac": neg,
+                "with_negative_frac": with_neg, "responses": []}
+    monkeypatch.setattr(report, "load_rollouts", lambda d, r: {"states": [], "mc": torch.zeros(1)})
+    monkeypatch.setattr(report, "load_critic", lambda d, r, dev: (torch.nn.Identity(),))
+    monkeypatch.setattr(report, "state_values", lambda *a: torch.zeros(1))
+    monkeypatch.setattr(report, "unflat", lambda x: x)
+    monkeypatch.setattr(report, "step_credit", credit)
+    monkeypatch.setattr(report, "credit_example", lambda *a: "")
+    text = report.figure2_report([tmp_path / "seed0", tmp_path / "seed1"], "cpu")
+    rows = {line.split()[0]: line.split() for line in text.splitlines()
+            if line.startswith(("seed", "mean"))}
+    assert rows["seed0"][3:] == ["10.0", "50.0", "20.0", "60.0"]
+    assert rows["seed1"][3:] == ["30.0", "70.0", "-", "-"]
+    assert rows["mean"][1:] == ["20.0", "±", "14.1", "60.0", "±", "14.1", "20.0", "60.0"]
+
+
 def test_k_sweep_shares_the_seed_s_pi_ref_and_scales_problems_for_the_budget():
     """Guards against a K sweep that trains a pi_ref per K (K would not be the only
     difference) or compares at unequal budgets in its budget half."""
@@ -374,6 +397,7 @@ def test_beta_and_k_reports_give_their_tables_and_plots(tmp_path, monkeypatch):
     text = report.beta_report([d], (0.01, 0.1), 0.1, tmp_path / "beta.png")
     rows = {line.split()[0]: line.split() for line in text.splitlines()[2:5]}
     assert rows["0.01"][1:4] == ["1", "20.0", "20.0"] and rows["0.1"][1:4] == ["1", "45.0", "50.0"]
+    assert rows["0.01"][-2:] == ["-20.0", "-20.0"] and rows["0.1"][-2:] == ["+5.0", "+10.0"]
     text = report.k_report({(4, False): [d], (8, False): []}, tmp_path / "K.png")
     row = next(line.split() for line in text.splitlines() if line.startswith("4 "))
     assert row == ["4", "1", "0.00", "0.70", "30.0", "80.0", "+5.0", "+10.0"]
