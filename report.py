@@ -658,11 +658,11 @@ def credit_example(data: dict, credit: dict) -> str:
     return "\n".join(lines)
 
 
-def figure2_report(run_dirs: list[Path], device: str) -> str:
-    """sweep.py figure2: step_credit by round 1's critic and by the MC targets, per seed, and
-    their mean ± std over the seeds."""
+def figure2_report(run_dirs: list[Path], device: str, plot: Path | None = None) -> str:
+    """sweep.py figure2: step_credit by round 1's critic and by the MC targets, per seed, their
+    mean ± std over the seeds, and the plot of the critic's step advantages per seed."""
     keys = ("negative_step_frac", "with_negative_frac")
-    rows, shares, example = [], [], ""
+    rows, shares, example, advs = [], [], "", {}
     for d in run_dirs:
         data = load_rollouts(Path(d), 1)
         critic = load_critic(Path(d), 1, pick_device(device))[0].eval()
@@ -672,6 +672,7 @@ def figure2_report(run_dirs: list[Path], device: str) -> str:
         rows.append([Path(d).name, str(by_critic["correct"]), str(by_critic["steps"])]
                     + [pct(x, ".1%").rstrip("%") for x in shares[-1]])
         example = example or credit_example(data, by_critic)
+        advs[Path(d).name] = [a for r in by_critic["responses"] for a in r["adv"]]
     if len(shares) > 1:
         rows.append(["mean", "", ""] + [cell([100 * x for x in col if x is not None], "4.1f",
                                              "3.1f") for col in zip(*shares)])
@@ -682,7 +683,30 @@ def figure2_report(run_dirs: list[Path], device: str) -> str:
         "(noisier). A response-level method gives each of these steps a positive sign.",
         grid(["run", "correct", "steps", "neg steps", "with neg", "MC: steps", "MC: with"],
              rows, first=10, width=[8, 7, 11, 11, 11, 11]),
-        "", "an example (V by the critic):", example])
+        "", "an example (V by the critic):", example]
+        + ([plot_step_advantages(advs, plot)] if plot is not None else []))
+
+
+def plot_step_advantages(advs: dict[str, list[float]], path: Path) -> str:
+    """Figure 2 as a histogram: the critic's advantage of every step inside pi_ref's correct
+    responses, one line per seed; the mass left of 0 is what a response-level method pushes up."""
+    plt = pyplot()
+    if plt is None:
+        return "(pip install matplotlib for the plot)"
+    if not any(advs.values()):
+        return "(no correct responses to plot)"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = [i / 20 for i in range(-20, 21)]
+    for label, a in advs.items():
+        if a:
+            ax.hist(a, bins=bins, histtype="step", density=True, label=label)
+    ax.axvline(0, color="gray", ls="--", lw=1)
+    ax.set(xlabel="A = V(after) - V(before), by the critic", ylabel="density",
+           title="steps inside pi_ref's right answers, round 1")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return f"plot: {path}"
 
 
 def k_report(runs: dict, plot: Path | None = None) -> str:

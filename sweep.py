@@ -283,7 +283,7 @@ def write_report(args, run_dirs: list[Path]) -> str:
                                          if (kk, b2) == (k, b)] for k in KS
                                 for b in (False, True)}, out / f"{name}.png")
     else:
-        text = report.figure2_report(run_dirs, args.device)
+        text = report.figure2_report(run_dirs, args.device, out / f"{name}.png")
     atomic_write(out / f"{name}.txt", lambda tmp: Path(tmp).write_text(text + "\n"))
     return text + f"\n(saved to {out / name}.txt)"
 

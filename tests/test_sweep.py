@@ -136,25 +136,34 @@ def test_figure2_report_on_a_tiny_run(tmp_path, capsys):
 
 def test_figure2_report_averages_the_seeds_shares(tmp_path, monkeypatch):
     """Guards against a mean row that averages the wrong column or counts a seed without
-    correct responses (its shares are None) as 0 %."""
-    credits = iter([(0.1, 0.5), (0.2, 0.6), (0.3, 0.7), (None, None)])  # critic, MC; per seed
+    correct responses (its shares are None) as 0 %, and a plot of another seed's or the MC
+    targets' advantages."""
+    credits = iter([(0.1, 0.5, [-0.25, 0.5]), (0.2, 0.6, [9.0]),  # by the critic, by MC; per seed
+                    (0.3, 0.7, [0.75]), (None, None, [])])
 
     def credit(data, values):
-        neg, with_neg = next(credits)
+        neg, with_neg, adv = next(credits)
         return {"correct": 0 if neg is None else 4, "steps": 12, "negative_step_frac": neg,
-                "with_negative_frac": with_neg, "responses": []}
+                "with_negative_frac": with_neg, "responses": [{"adv": adv}]}
     monkeypatch.setattr(report, "load_rollouts", lambda d, r: {"states": [], "mc": torch.zeros(1)})
     monkeypatch.setattr(report, "load_critic", lambda d, r, dev: (torch.nn.Identity(),))
     monkeypatch.setattr(report, "state_values", lambda *a: torch.zeros(1))
     monkeypatch.setattr(report, "unflat", lambda x: x)
     monkeypatch.setattr(report, "step_credit", credit)
     monkeypatch.setattr(report, "credit_example", lambda *a: "")
-    text = report.figure2_report([tmp_path / "seed0", tmp_path / "seed1"], "cpu")
+    plotted, plot = [], report.plot_step_advantages
+    monkeypatch.setattr(report, "plot_step_advantages", lambda advs, path: plotted.append(advs)
+                        or "plot")
+    text = report.figure2_report([tmp_path / "seed0", tmp_path / "seed1"], "cpu", tmp_path / "f")
+    assert plotted == [{"seed0": [-0.25, 0.5], "seed1": [0.75]}]
     rows = {line.split()[0]: line.split() for line in text.splitlines()
             if line.startswith(("seed", "mean"))}
     assert rows["seed0"][3:] == ["10.0", "50.0", "20.0", "60.0"]
     assert rows["seed1"][3:] == ["30.0", "70.0", "-", "-"]
     assert rows["mean"][1:] == ["20.0", "±", "14.1", "60.0", "±", "14.1", "20.0", "60.0"]
+    if report.pyplot() is not None:
+        assert plot({"seed0": [-0.25, 0.5]}, tmp_path / "f2.png") == f"plot: {tmp_path / 'f2.png'}"
+        assert (tmp_path / "f2.png").stat().st_size > 0
 
 
 def test_k_sweep_shares_the_seed_s_pi_ref_and_scales_problems_for_the_budget():
