@@ -683,8 +683,16 @@ def figure2_report(run_dirs: list[Path], device: str, plot: Path | None = None) 
         "(noisier). A response-level method gives each of these steps a positive sign.",
         grid(["run", "correct", "steps", "neg steps", "with neg", "MC: steps", "MC: with"],
              rows, first=10, width=[8, 7, 11, 11, 11, 11]),
+        "how far the critic's negative steps go: " + negative_depth(advs),
         "", "an example (V by the critic):", example]
         + ([plot_step_advantages(advs, plot)] if plot is not None else []))
+
+
+def negative_depth(advs: dict[str, list[float]]) -> str:
+    """Per run, the share of its negative step advantages above -0.25 and the lowest one."""
+    negs = {run: [a for a in adv if a < 0] for run, adv in advs.items()}
+    return "; ".join(f"{run} {sum(a > -0.25 for a in n) / len(n):.1%} above -0.25, the lowest "
+                     f"{min(n):.2f}" if n else f"{run} none" for run, n in negs.items())
 
 
 def plot_step_advantages(advs: dict[str, list[float]], path: Path) -> str:

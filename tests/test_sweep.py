@@ -156,6 +156,7 @@ def test_figure2_report_averages_the_seeds_shares(tmp_path, monkeypatch):
                         or "plot")
     text = report.figure2_report([tmp_path / "seed0", tmp_path / "seed1"], "cpu", tmp_path / "f")
     assert plotted == [{"seed0": [-0.25, 0.5], "seed1": [0.75]}]
+    assert "seed0 0.0% above -0.25, the lowest -0.25; seed1 none" in text
     rows = {line.split()[0]: line.split() for line in text.splitlines()
             if line.startswith(("seed", "mean"))}
     assert rows["seed0"][3:] == ["10.0", "50.0", "20.0", "60.0"]
