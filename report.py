@@ -670,7 +670,7 @@ def figure2_report(run_dirs: list[Path], device: str, plot: Path | None = None) 
         by_critic, by_mc = step_credit(data, v), step_credit(data, data["mc"].float())
         shares.append([c[k] for c in (by_critic, by_mc) for k in keys])
         rows.append([Path(d).name, str(by_critic["correct"]), str(by_critic["steps"])]
-                    + [pct(x, ".1%").rstrip("%") for x in shares[-1]])
+                    + ["-" if x is None else f"{100 * x:.1f}" for x in shares[-1]])
         example = example or credit_example(data, by_critic)
         advs[Path(d).name] = [a for r in by_critic["responses"] for a in r["adv"]]
     if len(shares) > 1:
