@@ -517,7 +517,33 @@ def baselines_report(run_dirs: list[Path], lineages: dict, plot: Path) -> str:
         "and wall seconds after SFT",
         grid(["method", "seeds", "test", "val", "ood", "test change", "val change",
               "tokens (M)", "wall s"], rows, first=41, width=[5, 12, 12, 12, 12, 12, 12, 11]),
-        plot_tokens(curves, plot)])
+        versus_dapo(results, lineages), plot_tokens(curves, plot)])
+
+
+def versus_dapo(results: list[dict], lineages: dict) -> str:
+    """Each method's greedy accuracy minus DAPO's two rounds on the same seed (its folder and
+    the seed folder at one index, from one pi_ref), in points: the seeds' spread cancels."""
+    rows = []
+    for label, key, where in METHODS:
+        if key in ("sft", "dapo_2"):
+            continue
+        pairs = [(r, o) for o, r in zip(results, method_results(results, lineages, where))
+                 if finished(r, key) and finished(o, "dapo_2") and same_pi_ref(r, o)]
+        diffs = {s: [100 * (r[key][s]["greedy_acc"] - o["dapo_2"][s]["greedy_acc"])
+                     for r, o in pairs] for s in ("test", "val")}
+        rows.append([label, str(len(pairs)), cell(diffs["test"], "+5.1f"),
+                     cell(diffs["val"], "+5.1f"), " / ".join(f"{d:+.1f}" for d in diffs["test"])])
+    return "\n".join([
+        "each method minus DAPO's two rounds on the same seed and pi_ref, in points, mean ± std",
+        grid(["method", "seeds", "test", "val", "test, seed by seed"], rows, first=41,
+             width=[5, 12, 12, 22])])
+
+
+def same_pi_ref(a: dict, b: dict) -> bool:
+    """Whether two run folders' records start from one pi_ref: the same greedy accuracy of
+    sft on every split (a baseline's folder shares the seed folder's sft.pt)."""
+    return finished(a, "sft") and finished(b, "sft") and all(
+        a["sft"][s]["greedy_acc"] == b["sft"][s]["greedy_acc"] for s in SPLITS)
 
 
 def paired_change(done: list[dict], key: str, split: str) -> list[float]:

@@ -111,6 +111,30 @@ def test_baselines_report_means_over_the_seeds_that_finished(tmp_path):
     assert [(p[0], round(p[1], 6)) for p in pts] == [(100, 60.0), (220, 70.0)]
 
 
+def test_versus_dapo_pairs_each_method_with_dapo_on_its_own_seed(tmp_path):
+    """Guards against a method compared with another seed's DAPO, or with a DAPO that started
+    from another pi_ref: seed 0 pairs (RFT 65 - DAPO 60), seed 1 pairs (65 - 80), seed 2's
+    RFT folder holds another pi_ref and is left out."""
+    results, lineage = [], []
+    for sft, dapo in ((0.4, 0.6), (0.2, 0.8), (0.3, 0.5)):
+        results.append(fake_results({"sft": sft, "dapo_1": 0.5, "dapo_2": dapo,
+                                     "dapo_1_oracle": 0.5, "grpo_1": 0.7}))
+        lineage.append(fake_lineage(0.55, 0.65))
+        lineage[-1]["sft"] = split(sft)
+    lineage[2]["sft"] = split(0.31)
+    rft = [tmp_path / f"rft-seed{i}" for i in range(3)]
+    for d, res in zip(rft, lineage):
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps(res))
+    text = report.versus_dapo(results, {"rft": rft})
+    rows = {line[:41].strip(): line[41:].split() for line in text.splitlines()[2:]}
+    assert rows["+ RFT, 2 rounds"][:4] == ["2", "-5.0", "±", "14.1"]
+    assert rows["+ RFT, 2 rounds"][-3:] == ["+5.0", "/", "-15.0"]
+    assert rows["+ GRPO"][:4] == ["3", "+6.7", "±", "15.3"]  # 70 - 60, 70 - 80, 70 - 50
+    assert rows["+ PPO"][:2] == ["0", "-"]
+    assert "+ DAPO, 2 rounds" not in rows and "pi_ref (SFT)" not in rows
+
+
 def test_step_credit_by_hand():
     """Guards against Figure 2's advantages read off the wrong states, or wrong responses
     counted: one correct response of three steps with a dip, one wrong response (ignored)."""
