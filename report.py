@@ -554,25 +554,29 @@ def paired_change(done: list[dict], key: str, split: str) -> list[float]:
 
 
 def curve_points(done: list[dict], key: str) -> list[tuple[float, float, float]]:
-    """(tokens, mean test %, std) along a method's training, over the runs done: an online
-    method's curve (point by point), an offline method's rounds 1 .. R, or pi_ref's one."""
+    """(tokens, mean, std) of the change in greedy test accuracy from each run's own pi_ref, in
+    points, along a method's training over the runs done: an online method's curve (point by
+    point), an offline method's rounds 1 .. R, or pi_ref's one (0 by definition)."""
+    done = [r for r in done if finished(r, "sft")]
     if not done:
         return []
     if key == "sft":
-        series = [[(0, 100 * r["sft"]["test"]["greedy_acc"])] for r in done]
+        series = [[(0, 0.0)] for r in done]
     elif "curve" in done[0][key]:
         length = min(len(r[key]["curve"]) for r in done)
-        series = [[(c["tokens"], 100 * c["test"]) for c in r[key]["curve"][:length]]
-                  for r in done]
+        series = [[(c["tokens"], 100 * (c["test"] - r["sft"]["test"]["greedy_acc"]))
+                   for c in r[key]["curve"][:length]] for r in done]
     else:
-        series = [[(method_cost(r, k)[0], 100 * r[k]["test"]["greedy_acc"]) for k in round_keys(key)
-                   if finished(r, k)] for r in done]
+        series = [[(method_cost(r, k)[0], 100 * (r[k]["test"]["greedy_acc"]
+                                                - r["sft"]["test"]["greedy_acc"]))
+                   for k in round_keys(key) if finished(r, k)] for r in done]
     return [(statistics.mean(p[0] for p in pts), *mean_sd([p[1] for p in pts]))
             for pts in zip(*series)]
 
 
 def plot_tokens(curves: dict, path: Path) -> str:
-    """Test accuracy against generated tokens for every method, mean ± std over seeds."""
+    """The change in test accuracy from pi_ref against generated tokens for every method,
+    mean ± std over seeds (paired: the seeds' pi_refs differ by more than the methods do)."""
     plt = pyplot()
     if plt is None:
         return "(pip install matplotlib for the plot)"
@@ -586,8 +590,8 @@ def plot_tokens(curves: dict, path: Path) -> str:
         ax.errorbar([p[0] / 1e6 for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
                     marker="o", ms=4, capsize=3, label=label)
     ax.set_xlabel("generated tokens (millions)")
-    ax.set_ylabel("greedy test accuracy (%)")
-    ax.set_title("test accuracy along training, mean ± std over seeds")
+    ax.set_ylabel("greedy test accuracy minus pi_ref's (points)")
+    ax.set_title("test accuracy along training, change from each seed's pi_ref")
     ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)

@@ -108,7 +108,11 @@ def test_baselines_report_means_over_the_seeds_that_finished(tmp_path):
     assert rows["+ PPO"][0] == "0" and rows["+ PPO"][1] == "-"
     pts = report.curve_points([json.loads((d / "results.json").read_text()) for d in dirs],
                               "dapo_2")
-    assert [(p[0], round(p[1], 6)) for p in pts] == [(100, 60.0), (220, 70.0)]
+    # the change from each seed's own pi_ref: (50 - 40, 70 - 20), then (60 - 40, 80 - 20)
+    assert [(p[0], round(p[1], 6)) for p in pts] == [(100, 30.0), (220, 40.0)]
+    grpo = report.curve_points([json.loads((d / "results.json").read_text()) for d in dirs],
+                               "grpo_1")
+    assert [(p[0], round(p[1], 6)) for p in grpo] == [(100, 20.0), (230, 30.0)]
 
 
 def test_versus_dapo_pairs_each_method_with_dapo_on_its_own_seed(tmp_path):
