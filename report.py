@@ -485,21 +485,22 @@ def method_cost(res: dict, key: str) -> tuple[float, float]:
         res[st]["wall_time_s"] for st in stages)
 
 
-def method_results(results: list[dict], lineages: dict, where) -> list[dict]:
-    """The results.json of the folders a row reads: the seeds' own or a baseline's rounds."""
-    if where is None:
-        return results
-    return [read_results(Path(d)) for d in lineages.get(where, [])]
+def read_sources(run_dirs: list[Path], lineages: dict) -> dict:
+    """The results.json of every folder the table reads, once: {None: the seeds' own,
+    baseline: its rounds' folders}, each list in the order of the seeds."""
+    return {None: [read_results(Path(d)) for d in run_dirs],
+            **{name: [read_results(Path(d)) for d in dirs] for name, dirs in lineages.items()}}
 
 
 def baselines_report(run_dirs: list[Path], lineages: dict, plot: Path) -> str:
     """sweep.py baselines: each method's greedy accuracy, mean ± std over the seeds that
     finished it, with the generated tokens and wall seconds it spent; the plot of test accuracy
     against generated tokens along training. lineages: {baseline: its run folders}."""
-    results = [read_results(Path(d)) for d in run_dirs]
+    sources = read_sources(run_dirs, lineages)
+    results = sources[None]
     rows, curves = [], {}
     for label, key, where in METHODS:
-        done = [r for r in method_results(results, lineages, where) if finished(r, key)]
+        done = [r for r in sources.get(where, []) if finished(r, key)]
         costs = [method_cost(r, key) for r in done]
         rows.append([label, str(len(done))]
                     + [cell([100 * r[key][s]["greedy_acc"] for r in done], "5.1f")
@@ -517,17 +518,18 @@ def baselines_report(run_dirs: list[Path], lineages: dict, plot: Path) -> str:
         "and wall seconds after SFT",
         grid(["method", "seeds", "test", "val", "ood", "test change", "val change",
               "tokens (M)", "wall s"], rows, first=41, width=[5, 12, 12, 12, 12, 12, 12, 11]),
-        versus_dapo(results, lineages), plot_tokens(curves, plot)])
+        versus_dapo(sources), plot_tokens(curves, plot)])
 
 
-def versus_dapo(results: list[dict], lineages: dict) -> str:
-    """Each method's greedy accuracy minus DAPO's two rounds on the same seed (its folder and
-    the seed folder at one index, from one pi_ref), in points: the seeds' spread cancels."""
+def versus_dapo(sources: dict) -> str:
+    """Each method's greedy accuracy minus DAPO's two rounds on the same seed (its record and
+    the seed folder's at one index of read_sources, from one pi_ref), in points: the seeds'
+    spread cancels."""
     rows = []
     for label, key, where in METHODS:
         if key in ("sft", "dapo_2"):
             continue
-        pairs = [(r, o) for o, r in zip(results, method_results(results, lineages, where))
+        pairs = [(r, o) for o, r in zip(sources[None], sources.get(where, []))
                  if finished(r, key) and finished(o, "dapo_2") and same_pi_ref(r, o)]
         diffs = {s: [100 * (r[key][s]["greedy_acc"] - o["dapo_2"][s]["greedy_acc"])
                      for r, o in pairs] for s in ("test", "val")}

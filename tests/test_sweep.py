@@ -115,7 +115,7 @@ def test_baselines_report_means_over_the_seeds_that_finished(tmp_path):
     assert [(p[0], round(p[1], 6)) for p in grpo] == [(100, 20.0), (230, 30.0)]
 
 
-def test_versus_dapo_pairs_each_method_with_dapo_on_its_own_seed(tmp_path):
+def test_versus_dapo_pairs_each_method_with_dapo_on_its_own_seed():
     """Guards against a method compared with another seed's DAPO, or with a DAPO that started
     from another pi_ref: seed 0 pairs (RFT 65 - DAPO 60), seed 1 pairs (65 - 80), seed 2's
     RFT folder holds another pi_ref and is left out."""
@@ -126,11 +126,7 @@ def test_versus_dapo_pairs_each_method_with_dapo_on_its_own_seed(tmp_path):
         lineage.append(fake_lineage(0.55, 0.65))
         lineage[-1]["sft"] = split(sft)
     lineage[2]["sft"] = split(0.31)
-    rft = [tmp_path / f"rft-seed{i}" for i in range(3)]
-    for d, res in zip(rft, lineage):
-        d.mkdir()
-        (d / "results.json").write_text(json.dumps(res))
-    text = report.versus_dapo(results, {"rft": rft})
+    text = report.versus_dapo({None: results, "rft": lineage})
     rows = {line[:41].strip(): line[41:].split() for line in text.splitlines()[2:]}
     assert rows["+ RFT, 2 rounds"][:4] == ["2", "-5.0", "±", "14.1"]
     assert rows["+ RFT, 2 rounds"][-3:] == ["+5.0", "/", "-15.0"]
