@@ -563,14 +563,13 @@ def curve_points(done: list[dict], key: str) -> list[tuple[float, float, float]]
     if not done:
         return []
     if key == "sft":
-        series = [[(0, 0.0)] for r in done]
+        series = [[(0, 0.0)]] * len(done)
     elif "curve" in done[0][key]:
         length = min(len(r[key]["curve"]) for r in done)
         series = [[(c["tokens"], 100 * (c["test"] - r["sft"]["test"]["greedy_acc"]))
                    for c in r[key]["curve"][:length]] for r in done]
     else:
-        series = [[(method_cost(r, k)[0], 100 * (r[k]["test"]["greedy_acc"]
-                                                - r["sft"]["test"]["greedy_acc"]))
+        series = [[(method_cost(r, k)[0], *paired_change([r], k, "test"))
                    for k in round_keys(key) if finished(r, k)] for r in done]
     return [(statistics.mean(p[0] for p in pts), *mean_sd([p[1] for p in pts]))
             for pts in zip(*series)]
