@@ -20,6 +20,7 @@ process would do and nothing else. Under torchrun, with gloo on CPU and NCCL on 
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import signal
@@ -68,11 +69,20 @@ def setup(name: str) -> torch.device:
     if not tdist.is_initialized():
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         tdist.init_process_group(backend, timeout=TIMEOUT)
+        atexit.register(teardown)
         signal.signal(signal.SIGTERM, stopped)
         if rank() != 0:  # one log: rank 0's (errors still reach stderr from every rank)
             sys.stdout = open(os.devnull, "w")
             tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)
     return device
+
+
+def teardown() -> None:
+    """Close the process group while the interpreter is still whole: left to exit, gloo's
+    worker threads can outlive it and abort a rank that finished ("terminate called without an
+    active exception")."""
+    if tdist.is_initialized():
+        tdist.destroy_process_group()
 
 
 def stopped(signum, frame):
