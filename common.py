@@ -90,7 +90,7 @@ def add_device_arg(group) -> None:
 
 
 def add_model_args(parser) -> None:
-    """The model-size flags (model.GPTConfig), the same in train_sft.py and bench.py."""
+    """The model-size flags (model.GPTConfig), the same in train_sft.py and experiments/bench.py."""
     g = parser.add_argument_group("model (model.GPTConfig)")
     for name, what in (("n_layer", "transformer blocks"), ("n_embd", "residual width"),
                        ("n_head", "attention heads")):
@@ -140,7 +140,7 @@ def add_tag_arg(group, as_pi_ref: bool = False) -> None:
     if as_pi_ref:
         group.add_argument("--as-pi-ref", action="store_true",
                            help="write the checkpoint as actor_R.pt, pi_ref of round R + 1, in "
-                           "a run folder of this method's own rounds (sweep.py baselines)")
+                           "a run folder of this method's own rounds (sweep baselines)")
 
 
 def tag_suffix(tag: str) -> str:
@@ -358,6 +358,16 @@ def log_metrics(run_dir: Path, record: dict) -> None:
     except OSError as e:
         raise UserError(f"could not append to {path} ({e.strerror}); free some space or pass "
                         "another --run-dir and run the same command again") from None
+
+
+def command(module: str) -> str:
+    """How a script module runs from the project root: a top-level one as a file, one in a
+    folder (baselines/, experiments/) as a module.
+
+        >>> command("train_sft"), command("baselines.train_grpo")
+        ('python train_sft.py', 'python -m baselines.train_grpo')
+    """
+    return f"python -m {module}" if "." in module else f"python {module}.py"
 
 
 def args_dict(args) -> dict:

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from artifacts import read_results, read_times
-from common import (add_device_arg, add_force_arg, add_preset_arg, friendly_errors, positive,
-                    prepare_run_dir, save_json)
+from common import (add_device_arg, add_force_arg, add_preset_arg, command, friendly_errors,
+                    positive, prepare_run_dir, save_json)
 from report import stage_table, summarize
 import train_actor
 import train_critic
@@ -73,7 +73,7 @@ def main(argv=None):
     run_dir = prepare_run_dir(args.run_dir)
     t_all, walls = time.time(), read_times(run_dir)
     for name, fn, argv_stage in stages(args, run_dir):
-        print(f"\n== {name}: {fn.__module__}.py {' '.join(argv_stage)}")
+        print(f"\n== {name}: {command(fn.__module__)} {' '.join(argv_stage)}")
         record = fn(argv_stage)  # reuses an output made by exactly these flags and inputs
         walls[name] = record.get("wall_time_s", 0.0)  # the stage's own time, kept on reuse
         save_json(run_dir / "pipeline_times.json", walls)

@@ -1,4 +1,4 @@
-"""The baselines of the paper's comparison: RFT, GRPO and PPO (train_rft.py,
+"""The baselines of the paper's comparison: RFT, GRPO and PPO (baselines/train_rft.py,
 train_grpo.py, train_ppo.py) by hand and as smoke runs. (The critic-less eq. 12 variants,
 train_actor.py --advantage, are in test_dapo.py.)"""
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import train_critic
-import train_rft
+from baselines import train_rft
 import train_sft
 from artifacts import flat, unflat
 from data import EOT_ID, Problem, encode
@@ -50,7 +50,7 @@ def test_rft_loss_is_the_mean_response_token_cross_entropy():
 
 
 def test_rft_smoke_and_reuse(tmp_path, capsys):
-    """Guards against train_rft.py not training on the round's rollouts or not writing its
+    """Guards against baselines/train_rft.py not training on the round's rollouts or not writing its
     checkpoint and record; run again with the same flags, it is reused. The tiny policy
     solves nothing, which gets one sentence; one right response written into its rollouts
     then gives RFT something to learn."""
@@ -81,7 +81,7 @@ def test_rft_smoke_and_reuse(tmp_path, capsys):
 def test_grpo_advantage_and_loss_by_hand():
     """Guards against GRPO's group normalisation, clipping or KL term drifting from their
     definitions: a hand-worked batch of two responses."""
-    import train_grpo
+    from baselines import train_grpo
     adv = train_grpo.group_advantages(torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0] * 4]))
     sd = float(torch.tensor([1.0, 1.0, 0.0, 0.0]).std())  # the unbiased std of the group
     assert adv[0].tolist() == pytest.approx([0.5 / (sd + 1e-4)] * 2 + [-0.5 / (sd + 1e-4)] * 2)
@@ -105,8 +105,8 @@ def test_grpo_ratio_is_one_before_the_first_update_and_smoke(tmp_path, capsys):
     """Guards against old log-probs taken from another policy than the one that sampled (the
     probability ratio must be exactly 1 before the first update), and against train_grpo.py
     not spending its budget, not recording its curve or not writing its files."""
-    import online
-    import train_grpo
+    from baselines import grpo_ppo_shared as online
+    from baselines import train_grpo
     from artifacts import load_policy
     from data import TaskConfig, TrainProblems
     from model import token_logprobs
@@ -135,7 +135,7 @@ def test_gae_by_hand_on_a_padded_batch():
     """Guards against GAE reading values across the prompt or the padding, or bootstrapping
     past the end of a response: two responses in one batch, worked by hand (gamma 0.9,
     lambda 0.5)."""
-    import train_ppo
+    from baselines import train_ppo
     mask = torch.tensor([[0.0, 1.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]])  # prompt, then response
     values = torch.tensor([[9.0, 0.2, 0.4, 0.6], [9.0, 9.0, 0.5, 9.0]]) * mask
     rewards = torch.tensor([[0.0, 0.0, 0.1, 1.0], [0.0, 0.0, 1.0, 0.0]])
@@ -153,7 +153,7 @@ def test_gae_by_hand_on_a_padded_batch():
 def test_ppo_rewards_and_losses_by_hand():
     """Guards against the KL penalty or the verifier's reward landing on the wrong token, and
     against the clipped policy and value losses drifting from their definitions."""
-    import train_ppo
+    from baselines import train_ppo
     mask = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
     old, ref = torch.tensor([[-1.0, -2.0, 0.0], [0.0, -1.0, -1.0]]), torch.full((2, 3), -1.5)
     r = train_ppo.shaped_rewards(torch.tensor([1.0, 0.0]), old, ref, mask, kl=0.1)
@@ -172,10 +172,10 @@ def test_ppo_rewards_and_losses_by_hand():
 
 
 def test_ppo_smoke_ratio_one_and_bad_input(tmp_path, capsys):
-    """Guards against train_ppo.py not spending its budget, not recording its curve or not
+    """Guards against baselines/train_ppo.py not spending its budget, not recording its curve or not
     writing its files; against a value model that does not start at pi_ref's trunk with a zero
     head; and against a budget to match that is not in the run folder."""
-    import train_ppo
+    from baselines import train_ppo
     from artifacts import load_policy
     from tiny import run
     d = tmp_path / "run"

@@ -1,4 +1,5 @@
-"""Smoke test of bench.py: a tiny end-to-end run whose --json line carries every number."""
+"""Smoke test of experiments/bench.py: a tiny end-to-end run whose --json line carries every
+number."""
 
 import json
 import math
@@ -6,7 +7,7 @@ import math
 import pytest
 import torch
 
-import bench
+from experiments import bench
 
 REQUIRED = ("sample_tok_s_cached", "sample_tok_s_uncached", "train_tok_s", "train_gflops",
             "fanout_tok_s", "nofanout_tok_s", "params")

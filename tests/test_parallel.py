@@ -15,7 +15,7 @@ import parallel
 from model import GPT, GPTConfig
 import train_actor
 import train_critic
-import train_grpo
+from baselines import train_grpo
 import train_sft
 from tiny import ACTOR, CRITIC, SFT
 
@@ -193,15 +193,15 @@ def test_one_process_pieces_are_the_identity():
 
 
 def test_bench_torchrun_smoke(tmp_path, capsys):
-    """Guards against bench_torchrun.py breaking: both runs of a tiny pipeline, its table of
-    parts, and the rollouts check from the one-process pi_ref (which must say the same)."""
-    import bench_torchrun
+    """Guards against experiments.bench_torchrun breaking: both runs of a tiny pipeline, its table
+    of parts, and the rollouts check from the one-process pi_ref (which must say the same)."""
+    from experiments import bench_torchrun
     tiny = (f"--rounds 1 --sft-args '{' '.join(SFT)}' --critic-args '{' '.join(CRITIC)}' "
             f"--actor-args '{' '.join(ACTOR)}'")
     bench_torchrun.main(["--out", str(tmp_path / "b"), "--pipeline-args", tiny])
     out = capsys.readouterr().out
     assert "round 1: A.2 completion" in out and "whole pipeline" in out
     assert "the same bit for bit: yes" in out
-    code = subprocess.run([sys.executable, str(ROOT / "bench_torchrun.py"), "--out",
-                           str(tmp_path / "b")], capture_output=True, text=True)
+    code = subprocess.run([sys.executable, "-m", "experiments.bench_torchrun", "--out",
+                           str(tmp_path / "b")], capture_output=True, text=True, cwd=ROOT)
     assert code.returncode == 2 and "is not empty" in code.stderr

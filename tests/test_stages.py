@@ -336,7 +336,7 @@ def test_paper_flag_is_the_papers_critic_recipe(tmp_path, capsys):
 def test_gpu_preset_is_one_definition_and_flags_still_win():
     """Guards against the presets drifting apart between scripts: --preset gpu gives every
     script common.PRESETS["gpu"] as defaults, an explicit flag wins, and cpu changes nothing."""
-    import bench
+    from experiments import bench
     from common import PRESETS
     gpu = PRESETS["gpu"]
     sft = train_sft.get_args(["--preset", "gpu"])

@@ -1,5 +1,5 @@
-"""sweep.py: the jobs each sweep runs, the tables it builds from results.json records, and the
-Figure 2 step credit, by hand."""
+"""experiments.sweep: the jobs each sweep runs, the tables it builds from results.json records,
+and the Figure 2 step credit, by hand."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import report
-import sweep
+from experiments import sweep, sweep_report
 import train_critic
 import train_sft
 from artifacts import flat
@@ -24,14 +24,15 @@ def test_jobs_share_one_run_folder_per_seed_and_start_with_its_pipeline():
     assert len(jobs) == 2 * 16 and jobs[0].startswith("python pipeline.py --run-dir R/seed0 "
                                                       "--seed 0 --rounds 2")
     assert all("R/seed1" in j or "-seed1" in j for j in jobs[16:])
-    assert [j.split()[1] for j in jobs[:4]] == ["pipeline.py", "train_actor.py",
-                                                "train_grpo.py", "train_ppo.py"]
+    starts = ["python pipeline.py ", "python train_actor.py ", "python -m baselines.train_grpo ",
+              "python -m baselines.train_ppo "]
+    assert all(j.startswith(s) for j, s in zip(jobs[:4], starts)), jobs[:4]
     rft = jobs[4:8]
     assert rft[0] == "(share the SFT stage and round-1 rollouts of R/seed0 with R/rft-seed0)"
-    assert rft[1].startswith("python train_rft.py --run-dir R/rft-seed0")
+    assert rft[1].startswith("python -m baselines.train_rft --run-dir R/rft-seed0")
     assert "--as-pi-ref" in rft[1]
     assert "--round 2 --rollouts-only" in rft[2] and "R/rft-seed0" in rft[2]
-    assert rft[3].endswith("--round 2") and "train_rft.py" in rft[3]
+    assert rft[3].endswith("--round 2") and "baselines.train_rft" in rft[3]
     control = sweep.get_args(["baselines", "--seeds", "0", "--fuse-prob", "0", "--root", "R"])
     assert "--run-dir R/fuse0-seed0" in sweep.command(*sweep.jobs(control)[0])
     assert "--sft-args '--fuse-prob 0'" in sweep.command(*sweep.jobs(control)[0])
@@ -72,13 +73,13 @@ def test_method_cost_counts_what_each_method_spent():
     rounds' rollouts and stages, RFT for its rollouts (not a critic) and itself."""
     res = fake_results({"sft": 0.4, "dapo_1": 0.5, "dapo_2": 0.6, "dapo_1_oracle": 0.55,
                         "grpo_1": 0.6})
-    assert report.method_cost(res, "dapo_2") == (220, 10.0 + 2.0 + 12.0 + 2.0)
-    assert report.method_cost(res, "dapo_1") == (100, 12.0)
-    assert report.method_cost(res, "dapo_1_oracle") == (100, 6.0 + 2.0)
-    assert report.method_cost(res, "grpo_1") == (230, 50.0)
+    assert sweep_report.method_cost(res, "dapo_2") == (220, 10.0 + 2.0 + 12.0 + 2.0)
+    assert sweep_report.method_cost(res, "dapo_1") == (100, 12.0)
+    assert sweep_report.method_cost(res, "dapo_1_oracle") == (100, 6.0 + 2.0)
+    assert sweep_report.method_cost(res, "grpo_1") == (230, 50.0)
     lineage = fake_lineage(0.5, 0.6)
-    assert report.method_cost(lineage, "rft_2") == (210, 6.0 + 1.0 + 5.0 + 1.5)
-    assert report.method_cost(lineage, "rft_1") == (100, 7.0)
+    assert sweep_report.method_cost(lineage, "rft_2") == (210, 6.0 + 1.0 + 5.0 + 1.5)
+    assert sweep_report.method_cost(lineage, "rft_1") == (100, 7.0)
 
 
 def test_baselines_report_means_over_the_seeds_that_finished(tmp_path):
@@ -98,7 +99,7 @@ def test_baselines_report_means_over_the_seeds_that_finished(tmp_path):
         (r / "results.json").write_text(json.dumps(lineage))
         dirs.append(d)
         rft.append(r)
-    text = report.baselines_report(dirs, {"rft": rft}, tmp_path / "b.png")
+    text = sweep_report.baselines_report(dirs, {"rft": rft}, tmp_path / "b.png")
     rows = {line[:41].strip(): line[41:].split() for line in text.splitlines()[2:14]}
     assert rows["+ DAPO, 1 round"][:4] == ["2", "60.0", "±", "14.1"]
     # paired: 50 - 40 and 70 - 20 (against seed 0's pi_ref both: +20.0 ± 14.1)
@@ -106,11 +107,11 @@ def test_baselines_report_means_over_the_seeds_that_finished(tmp_path):
     assert rows["+ RFT, 1 round"][:2] == ["2", "55.0"]
     assert rows["+ RFT, 2 rounds"][:2] == ["1", "65.0"]
     assert rows["+ PPO"][0] == "0" and rows["+ PPO"][1] == "-"
-    pts = report.curve_points([json.loads((d / "results.json").read_text()) for d in dirs],
+    pts = sweep_report.curve_points([json.loads((d / "results.json").read_text()) for d in dirs],
                               "dapo_2")
     # the change from each seed's own pi_ref: (50 - 40, 70 - 20), then (60 - 40, 80 - 20)
     assert [(p[0], round(p[1], 6)) for p in pts] == [(100, 30.0), (220, 40.0)]
-    grpo = report.curve_points([json.loads((d / "results.json").read_text()) for d in dirs],
+    grpo = sweep_report.curve_points([json.loads((d / "results.json").read_text()) for d in dirs],
                                "grpo_1")
     assert [(p[0], round(p[1], 6)) for p in grpo] == [(100, 20.0), (230, 30.0)]
 
@@ -126,7 +127,7 @@ def test_versus_dapo_pairs_each_method_with_dapo_on_its_own_seed():
         lineage.append(fake_lineage(0.55, 0.65))
         lineage[-1]["sft"] = split(sft)
     lineage[2]["sft"] = split(0.31)
-    text = report.versus_dapo({None: results, "rft": lineage})
+    text = sweep_report.versus_dapo({None: results, "rft": lineage})
     rows = {line[:41].strip(): line[41:].split() for line in text.splitlines()[2:]}
     assert rows["+ RFT, 2 rounds"][:4] == ["2", "-5.0", "±", "14.1"]
     assert rows["+ RFT, 2 rounds"][-3:] == ["+5.0", "/", "-15.0"]
@@ -140,7 +141,7 @@ def test_step_credit_by_hand():
     counted: one correct response of three steps with a dip, one wrong response (ignored)."""
     data = {"resp_states": flat([[0, 1, 2], [0, 3]]), "resp_reward": torch.tensor([1.0, 0.0])}
     values = torch.tensor([0.5, 0.75, 0.25, 0.1])
-    c = report.step_credit(data, values)
+    c = sweep_report.step_credit(data, values)
     assert c["correct"] == 1 and c["steps"] == 3
     assert c["responses"][0]["adv"] == pytest.approx([0.25, -0.5, 0.75])
     assert c["negative_step_frac"] == pytest.approx(1 / 3) and c["with_negative_frac"] == 1.0
@@ -169,16 +170,18 @@ def test_figure2_report_averages_the_seeds_shares(tmp_path, monkeypatch):
         neg, with_neg, adv = next(credits)
         return {"correct": 0 if neg is None else 4, "steps": 12, "negative_step_frac": neg,
                 "with_negative_frac": with_neg, "responses": [{"adv": adv}]}
-    monkeypatch.setattr(report, "load_rollouts", lambda d, r: {"states": [], "mc": torch.zeros(1)})
-    monkeypatch.setattr(report, "load_critic", lambda d, r, dev: (torch.nn.Identity(),))
-    monkeypatch.setattr(report, "state_values", lambda *a: torch.zeros(1))
-    monkeypatch.setattr(report, "unflat", lambda x: x)
-    monkeypatch.setattr(report, "step_credit", credit)
-    monkeypatch.setattr(report, "credit_example", lambda *a: "")
-    plotted, plot = [], report.plot_step_advantages
-    monkeypatch.setattr(report, "plot_step_advantages", lambda advs, path: plotted.append(advs)
-                        or "plot")
-    text = report.figure2_report([tmp_path / "seed0", tmp_path / "seed1"], "cpu", tmp_path / "f")
+    monkeypatch.setattr(sweep_report, "load_rollouts",
+                        lambda d, r: {"states": [], "mc": torch.zeros(1)})
+    monkeypatch.setattr(sweep_report, "load_critic", lambda d, r, dev: (torch.nn.Identity(),))
+    monkeypatch.setattr(sweep_report, "state_values", lambda *a: torch.zeros(1))
+    monkeypatch.setattr(sweep_report, "unflat", lambda x: x)
+    monkeypatch.setattr(sweep_report, "step_credit", credit)
+    monkeypatch.setattr(sweep_report, "credit_example", lambda *a: "")
+    plotted, plot = [], sweep_report.plot_step_advantages
+    monkeypatch.setattr(sweep_report, "plot_step_advantages",
+                        lambda advs, path: plotted.append(advs) or "plot")
+    dirs = [tmp_path / "seed0", tmp_path / "seed1"]
+    text = sweep_report.figure2_report(dirs, "cpu", tmp_path / "f")
     assert plotted == [{"seed0": [-0.25, 0.5], "seed1": [0.75]}]
     assert "seed0 0.0% above -0.25, the lowest -0.25; seed1 none" in text
     rows = {line.split()[0]: line.split() for line in text.splitlines()
@@ -240,8 +243,8 @@ def test_tune_gives_every_method_five_trials_and_chooses_on_val(tmp_path):
                               "ood": {"greedy_acc": 0.0}}}
     (d / "results.json").write_text(json.dumps(res))
     two = [("rft", "rft_1_lr3e-05", "lr 3e-05"), ("rft", "rft_1_lr0.0001", "lr 0.0001")]
-    assert "chosen on val: rft lr 0.0001" in report.tune_report([d], two, {})
-    text = report.tune_report([d], two + [("ppo", "ppo_1_lr1e-05", "lr 1e-05")], {})
+    assert "chosen on val: rft lr 0.0001" in sweep_report.tune_report([d], two, {})
+    text = sweep_report.tune_report([d], two + [("ppo", "ppo_1_lr1e-05", "lr 1e-05")], {})
     assert text.endswith("chosen on val: rft lr 0.0001 (grid unfinished: ppo)")
 
 
@@ -275,7 +278,7 @@ def test_a_baseline_s_own_second_round_samples_from_its_own_actor(tmp_path, caps
     res = json.loads((own / "results.json").read_text())
     assert res["rollouts_2"]["generated_tokens"] == (rolls["generated_tokens"]
                                                      + rolls["completion_tokens"])
-    tokens, _ = report.method_cost(res, "dapo_2_step_mc")
+    tokens, _ = sweep_report.method_cost(res, "dapo_2_step_mc")
     assert tokens == res["rollouts_1"]["generated_tokens"] + res["rollouts_2"]["generated_tokens"]
     capsys.readouterr()
     train_critic.main(["--run-dir", str(own), "--round", "2", "--rollouts-only"] + CRITIC)
@@ -390,7 +393,7 @@ def test_rounds_report_says_what_errors_remain(tmp_path):
         (tmp_path / f"seed{seed}").mkdir()
         (tmp_path / f"seed{seed}" / "results.json").write_text(json.dumps(res))
         dirs.append(str(tmp_path / f"seed{seed}"))
-    text = report.rounds_report(dirs, tmp_path / "rounds.png")
+    text = sweep_report.rounds_report(dirs, tmp_path / "rounds.png")
     row = next(line.split() for line in text.splitlines()[::-1] if line.startswith("dapo_2"))
     assert row == ["dapo_2", "1.0", "±", "0.0", "80.0", "±", "14.1", "20.0", "±", "14.1",
                    "0.0", "±", "0.0", "35.0", "±", "7.1"]
@@ -428,19 +431,19 @@ def test_beta_and_k_reports_give_their_tables_and_plots(tmp_path, monkeypatch):
     res["dapo_1"]["filter"] = {"kept_state_frac": 0.3, "sibling_rank_acc": 0.8}
     res["dapo_1"]["val"]["greedy_acc"] = 0.45  # val and test apart, to tell them apart
     (d / "results.json").write_text(json.dumps(res))
-    text = report.beta_report([d], (0.01, 0.1), 0.1, tmp_path / "beta.png")
+    text = sweep_report.beta_report([d], (0.01, 0.1), 0.1, tmp_path / "beta.png")
     rows = {line.split()[0]: line.split() for line in text.splitlines()[2:5]}
     assert rows["0.01"][1:4] == ["1", "20.0", "20.0"] and rows["0.1"][1:4] == ["1", "45.0", "50.0"]
     assert rows["0.01"][-2:] == ["-20.0", "-20.0"] and rows["0.1"][-2:] == ["+5.0", "+10.0"]
-    text = report.k_report({(4, False): [d], (8, False): []}, tmp_path / "K.png")
+    text = sweep_report.k_report({(4, False): [d], (8, False): []}, tmp_path / "K.png")
     row = next(line.split() for line in text.splitlines() if line.startswith("4 "))
     assert row == ["4", "1", "0.00", "0.70", "30.0", "80.0", "+5.0", "+10.0"]
     if report.pyplot() is not None:
         assert (tmp_path / "beta.png").stat().st_size > 0 and (tmp_path / "K.png").exists()
     plotted = []
-    monkeypatch.setattr(report, "plot_lines", lambda series, *a: plotted.append(series) or "")
-    report.beta_report([d], (0.01, 0.1), 0.1, tmp_path / "beta.png")
-    report.k_report({(4, False): [d], (8, True): []}, tmp_path / "K.png")
+    monkeypatch.setattr(sweep_report, "plot_lines", lambda series, *a: plotted.append(series) or "")
+    sweep_report.beta_report([d], (0.01, 0.1), 0.1, tmp_path / "beta.png")
+    sweep_report.k_report({(4, False): [d], (8, True): []}, tmp_path / "K.png")
     rounded = [{k: [tuple(round(x, 6) for x in p) for p in v] for k, v in s.items()}
                for s in plotted]
     assert rounded[0] == {"val": [(0.01, -20.0, 0.0), (0.1, 5.0, 0.0)],
@@ -466,7 +469,7 @@ def test_baselines_tuned_from_a_tuning_grid_run_each_method_at_its_val_choice(tm
     assert flags["dapo"] == ["--lr", "3e-05"]  # all tie on val: its default lr
     jobs = [sweep.command(fn, a) for fn, a in sweep.jobs(args)]
     assert jobs[0].endswith("--actor-args '--lr 3e-05'")
-    assert "train_grpo.py" in jobs[2] and jobs[2].endswith("--lr 3e-05")
+    assert "baselines.train_grpo" in jobs[2] and jobs[2].endswith("--lr 3e-05")
     response = [j for j in jobs if "--advantage response" in j]
     assert len(response) == 2 and all("--advantage response --lr 0.0001" in j for j in response)
     del res["ppo_1_kl0.03"]

@@ -12,7 +12,7 @@ import torch  # noqa: E402
 
 import train_actor  # noqa: E402
 import train_critic  # noqa: E402
-import train_grpo  # noqa: E402
+from baselines import train_grpo  # noqa: E402
 import train_sft  # noqa: E402
 from common import friendly_errors  # noqa: E402
 

@@ -1,16 +1,16 @@
 """The paper's comparison and ablations as resumable sweeps, one command each, with their tables
 and plots (docs/results.md shows what they measured):
 
-    python sweep.py baselines                # Table 3: base, RFT, GRPO, PPO, critic-less, DAPO
-    python sweep.py baselines --fuse-prob 0  # the same on the control task (full solutions)
-    python sweep.py rounds                   # Table 4: DAPO rounds 1 .. 4
-    python sweep.py beta                     # Table 5: beta of eq. 12
-    python sweep.py K                        # Table 6: continuations per state, twice
-    python sweep.py figure2                  # Figure 2: negative steps inside right answers
-    python sweep.py tune --seeds 0           # 5 trials per method (lr, beta or KL), chosen on val
-    python sweep.py baselines --tuned-from runs --seeds 0  # Table 3 at the grid's choices
-    python sweep.py baselines --report-only  # the table and plot of what has finished
-    python sweep.py beta --dry-run           # the commands it would run, and nothing else
+    python -m experiments.sweep baselines        # Table 3: base, RFT, GRPO, PPO, critic-less, DAPO
+    python -m experiments.sweep baselines --fuse-prob 0  # the same on the control task
+    python -m experiments.sweep rounds           # Table 4: DAPO rounds 1 .. 4
+    python -m experiments.sweep beta             # Table 5: beta of eq. 12
+    python -m experiments.sweep K                # Table 6: continuations per state, twice
+    python -m experiments.sweep figure2          # Figure 2: negative steps inside right answers
+    python -m experiments.sweep tune --seeds 0   # 5 trials per method (lr, beta or KL), on val
+    python -m experiments.sweep baselines --tuned-from runs --seeds 0  # at the grid's choices
+    python -m experiments.sweep baselines --report-only  # the table and plot of what finished
+    python -m experiments.sweep beta --dry-run   # the commands it would run, and nothing else
 
 Every sweep works on one run folder per seed, ROOT/seed<S> (ROOT/fuse<P>-seed<S> with
 --fuse-prob), made by pipeline.py and shared by all sweeps: their SFT stage and DAPO rounds are
@@ -29,14 +29,14 @@ from pathlib import Path
 
 from common import (UserError, add_device_arg, add_preset_arg, atomic_write, friendly_errors,
                     save_json)
+from common import command as script_command
 import artifacts
 import pipeline
 import report
+from experiments import sweep_report
 import train_actor
 import train_critic
-import train_grpo
-import train_ppo
-import train_rft
+from baselines import train_grpo, train_ppo, train_rft
 
 SWEEPS = ("baselines", "rounds", "beta", "K", "figure2", "tune")
 BETAS = (0.01, 0.03, 0.1, 0.3, 1.0)
@@ -69,9 +69,9 @@ def get_args(argv=None):
     add_preset_arg(p)
     p.add_argument("--tuned-from", metavar="DIR", default=None,
                    help="baselines: run every method at the setting the tuning sweep under DIR "
-                   "chose on val (python sweep.py tune --root DIR), not at its defaults; --root "
-                   "may be DIR (the trials' results are tagged), not a root whose baselines "
-                   "ran at other settings")
+                   "chose on val (python -m experiments.sweep tune --root DIR), not at its "
+                   "defaults; --root may be DIR (the trials' results are tagged), not a root "
+                   "whose baselines ran at other settings")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: the table and plot of the finished jobs")
     p.add_argument("--dry-run", action="store_true", help="print the jobs' commands only")
@@ -235,13 +235,13 @@ def tuned_flags(args) -> dict[str, list[str]]:
     if not args.tuned_from:
         return {}
     dirs = sorted(Path(args.tuned_from).glob("seed*"))
-    chosen = report.tune_choices(dirs, [(m, k, setting) for m, k, _, _, setting in tune_trials()],
-                                 default_settings())
+    trials = [(m, k, setting) for m, k, _, _, setting in tune_trials()]
+    chosen = sweep_report.tune_choices(dirs, trials, default_settings())
     missing = [m for m, *_ in TUNE if m not in chosen]
     if not dirs or missing:
         raise UserError(f"{args.tuned_from} holds no finished tuning grid of "
-                        f"{', '.join(missing)}; finish it with python sweep.py tune --root "
-                        f"{args.tuned_from} first")
+                        f"{', '.join(missing)}; finish it with python -m experiments.sweep tune "
+                        f"--root {args.tuned_from} first")
     return {m: [f"--{s.split()[0]}", s.split()[1]] for m, s in chosen.items()}
 
 
@@ -259,7 +259,7 @@ def command(fn, argv) -> str:
         return f"(share the SFT stage of {argv[0]} with {argv[1]})"
     if fn is share_round1:
         return f"(share the SFT stage and round-1 rollouts of {argv[0]} with {argv[1]})"
-    return f"python {fn.__module__}.py {shlex.join(argv)}"
+    return f"{script_command(fn.__module__)} {shlex.join(argv)}"
 
 
 def write_report(args, run_dirs: list[Path]) -> str:
@@ -269,21 +269,20 @@ def write_report(args, run_dirs: list[Path]) -> str:
     name = args.sweep + ("" if args.fuse_prob is None else f"-fuse{args.fuse_prob:g}")
     if args.sweep == "baselines":
         lineages = {n: [lineage_dir(args, n, s) for s in args.seeds] for n, _, _ in LINEAGES}
-        text = report.baselines_report(run_dirs, lineages, out / f"{name}.png")
+        text = sweep_report.baselines_report(run_dirs, lineages, out / f"{name}.png")
     elif args.sweep == "rounds":
-        text = report.rounds_report([str(d) for d in run_dirs], out / f"{name}.png")
+        text = sweep_report.rounds_report([str(d) for d in run_dirs], out / f"{name}.png")
     elif args.sweep == "beta":
-        text = report.beta_report(run_dirs, BETAS, default_beta(), out / f"{name}.png")
+        text = sweep_report.beta_report(run_dirs, BETAS, default_beta(), out / f"{name}.png")
     elif args.sweep == "tune":
-        text = report.tune_report(run_dirs, [(m, key, setting)
-                                             for m, key, _, _, setting in tune_trials()],
-                                  default_settings())
+        trials = [(m, key, setting) for m, key, _, _, setting in tune_trials()]
+        text = sweep_report.tune_report(run_dirs, trials, default_settings())
     elif args.sweep == "K":
-        text = report.k_report({(k, b): [d for s in args.seeds for kk, b2, d in k_dirs(args, s)
-                                         if (kk, b2) == (k, b)] for k in KS
-                                for b in (False, True)}, out / f"{name}.png")
+        runs = {(k, b): [d for s in args.seeds for kk, b2, d in k_dirs(args, s)
+                         if (kk, b2) == (k, b)] for k in KS for b in (False, True)}
+        text = sweep_report.k_report(runs, out / f"{name}.png")
     else:
-        text = report.figure2_report(run_dirs, args.device, out / f"{name}.png")
+        text = sweep_report.figure2_report(run_dirs, args.device, out / f"{name}.png")
     atomic_write(out / f"{name}.txt", lambda tmp: Path(tmp).write_text(text + "\n"))
     return text + f"\n(saved to {out / name}.txt)"
 

@@ -5,8 +5,8 @@ evaluations) and the greedy accuracy each way; then it makes round 1's rollouts 
 under torchrun from the one-process run's pi_ref, and says whether they are the one process's
 bit for bit (the torchrun pipeline's own pi_ref differs from it by float rounding).
 
-    python bench_torchrun.py                     # the CPU pipeline twice: ~40 min on 2 cores
-    python bench_torchrun.py --nproc 4 --out runs/bench4 --pipeline-args "--rounds 1"
+    python -m experiments.bench_torchrun  # the CPU pipeline twice: ~40 min on 2 cores
+    python -m experiments.bench_torchrun --nproc 4 --out runs/bench4 --pipeline-args "--rounds 1"
 
 Run it on an idle machine: the two runs are timed one after the other. The one-process run
 is the pipeline exactly as `python pipeline.py --seed S` makes it.
@@ -29,7 +29,7 @@ from artifacts import read_results
 from common import UserError, friendly_errors, positive, save_json
 from report import grid
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the project root
 
 
 def get_args(argv=None):

@@ -1,8 +1,8 @@
 """A baseline BEYOND THE PAPER: PPO, online, with a learned value model, at DAPO's budget of
 generated tokens.
 
-    python train_ppo.py                      # after pipeline.py (DAPO's two rounds: the budget)
-    python train_ppo.py --lr 1e-5 --kl 0.01
+    python -m baselines.train_ppo  # after pipeline.py (DAPO's two rounds: the budget)
+    python -m baselines.train_ppo --lr 1e-5 --kl 0.01
 
 Starts the policy from pi_ref (RUN_DIR/sft.pt) and a value model from the same network with a
 fresh linear value head (the critic network of train_critic.py, the paper's plain head), and
@@ -22,7 +22,7 @@ import argparse
 
 import torch
 
-import online
+from baselines import grpo_ppo_shared as online
 from artifacts import policy_hint, policy_path
 from common import (adam_step, adamw, add_round_args, fraction, friendly_errors, load_model,
                     parse_with_preset, positive)

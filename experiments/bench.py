@@ -1,11 +1,11 @@
 """Performance benchmark: sampling and training throughput of the small GPT in model.py, side by
 side with Hugging Face transformers' GPT-2 generate at the same size.
 
-    python bench.py                        # default model, best device (~1 minute on 2 CPU cores)
-    python bench.py --device cpu --iters 1 # quicker, noisier
-    python bench.py --preset gpu           # 8 layers x 512 wide, bigger batches: a GPU-sized run
-    python bench.py --skip-hf --json       # no transformers; one JSON object as the last line
-    python bench.py --checkpoint runs/seed0/sft.pt   # also time Monte Carlo completion
+    python -m experiments.bench                  # default model, best device (~1 min, 2 cores)
+    python -m experiments.bench --device cpu --iters 1  # quicker, noisier
+    python -m experiments.bench --preset gpu     # 8 layers x 512 wide, bigger batches: GPU-sized
+    python -m experiments.bench --skip-hf --json # no transformers; one JSON object as last line
+    python -m experiments.bench --checkpoint runs/seed0/sft.pt  # also Monte Carlo completion
 
 What it measures, one function each, in the order it prints them (random weights and random
 tokens: speed does not depend on what was learned):

@@ -1,7 +1,7 @@
-"""What the online baselines share (train_grpo.py, train_ppo.py): their flags, their budget of
-generated tokens, sampling a batch from the current policy, and the loop that samples,
-updates and evaluates until the budget is spent. BEYOND THE PAPER: the paper's DAPO is
-offline; these are the methods its Table 3 compares it with (docs/paper.md §5).
+"""What the online baselines GRPO and PPO share (train_grpo.py, train_ppo.py): their
+flags, their budget of generated tokens, sampling a batch from the current policy, and the
+loop that samples, updates and evaluates until the budget is spent. BEYOND THE PAPER: the
+paper's DAPO is offline; these are the methods its Table 3 compares it with (docs/paper.md §5).
 
 The budget's unit is the number of tokens the policy generates, counted the same way as
 DAPO's rollouts count theirs (results.json critic_R.generated_tokens): sampled tokens, the stop

@@ -1,8 +1,8 @@
 """A baseline BEYOND THE PAPER: rejection-sampling fine-tuning (RFT, one step of expert
 iteration) on the very samples DAPO's round is made from.
 
-    python train_rft.py                      # round 1, after train_critic.py (its rollouts)
-    python train_rft.py --lr 1e-4
+    python -m baselines.train_rft  # round 1, after train_critic.py (its rollouts)
+    python -m baselines.train_rft --lr 1e-4
 
 Reads pi_ref (RUN_DIR/sft.pt in round 1) and RUN_DIR/rollouts_R.pt. Its whole responses are
 the kept samples of A.1 and the K continuations of every bare-prompt state (A.2); RFT keeps

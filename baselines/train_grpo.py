@@ -1,7 +1,7 @@
 """A baseline BEYOND THE PAPER: GRPO, online, at DAPO's budget of generated tokens.
 
-    python train_grpo.py                     # after pipeline.py (DAPO's two rounds: the budget)
-    python train_grpo.py --lr 1e-5 --budget 500000
+    python -m baselines.train_grpo  # after pipeline.py (DAPO's two rounds: the budget)
+    python -m baselines.train_grpo --lr 1e-5 --budget 500000
 
 Starts from pi_ref (RUN_DIR/sft.pt) and loops over the round-1 training problems DAPO rolls
 out (dapo.round_problems): G responses per problem from the current policy at temperature 1,
@@ -20,7 +20,7 @@ import argparse
 
 import torch
 
-import online
+from baselines import grpo_ppo_shared as online
 from common import (UserError, adam_step, adamw, add_round_args, friendly_errors,
                     parse_with_preset, positive)
 from model import autocast, token_logprobs
