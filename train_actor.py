@@ -30,18 +30,18 @@ from artifacts import (actor_path, check_made_from, critic_path, finish_stage, l
 from common import (UserError, adam_step, adamw, add_round_args, add_tag_arg, args_dict,
                     friendly_errors, load_torch, log_metrics, parse_with_preset, positive,
                     prepare_run_dir, save_checkpoint, tag_suffix)
+from dapo import action_advantages, dapo_loss, first_step, is_terminal, passes_gap_filter
+from data import EOT_ID, decode, encode, parse_prompt, split_lines, verify
+from model import (autocast, continuation_logprob, pack_continuations, sequence_logprobs,
+                   state_values)
+from report import accuracy_vs_pi_ref
+import parallel
 
 # The flags that change what actor_R.pt holds (artifacts.made_by).
 MADE_BY = ("seed", "beta", "adv_threshold", "lr", "advantage", "epochs", "batch_pairs")
 # --advantage: the name its actor checkpoint and results record get (the variants never
 # replace DAPO's actor_R.pt, which is pi_ref of round R + 1)
 SUFFIX = {"critic": "", "oracle": "_oracle", "step-mc": "_step_mc", "response": "_response"}
-from dapo import action_advantages, dapo_loss, first_step, is_terminal, passes_gap_filter
-from data import EOT_ID, decode, encode, parse_prompt, split_lines, verify
-from model import autocast, continuation_logprob, pack_continuations
-from model import sequence_logprobs, state_values
-from report import accuracy_vs_pi_ref
-import parallel
 
 
 def get_args(argv=None):
