@@ -20,13 +20,13 @@ import argparse
 
 import torch
 
-from baselines import grpo_ppo_shared as online
+from baselines import grpo_ppo_shared
 from common import (UserError, adam_step, adamw, add_round_args, friendly_errors,
                     parse_with_preset, positive)
 from model import autocast, token_logprobs
 
 # The flags that change what actor_R_grpo.pt holds (artifacts.made_by).
-MADE_BY = online.MADE_BY + ("G",)
+MADE_BY = grpo_ppo_shared.MADE_BY + ("G",)
 
 
 def get_args(argv=None):
@@ -34,9 +34,9 @@ def get_args(argv=None):
     add_round_args(p, "seed for sampling")
     p.add_argument_group("GRPO").add_argument(
         "--G", type=int, default=16, help="responses per problem (paper: 16)")
-    online.add_online_args(p, lr=1e-5, batch_problems=16)
+    grpo_ppo_shared.add_online_args(p, lr=1e-5, batch_problems=16)
     args = parse_with_preset(p, argv, "grpo")
-    online.check_online_args(args)
+    grpo_ppo_shared.check_online_args(args)
     positive("G", args.G)
     if args.G < 2:
         raise UserError(f"--G must be at least 2 (a group needs a mean), got {args.G}")
@@ -71,10 +71,10 @@ def grpo_loss(logp, old_logp, ref_logp, mask, adv, clip: float, kl: float) -> to
 
 
 def grpo_step(policy, ref, opt, args, gen, device):
-    """The step online.train calls: sample G responses per problem, then --updates AdamW steps
-    on grpo_loss; (generated tokens, sampling seconds, mean reward, last loss)."""
+    """The step grpo_ppo_shared.train calls: sample G responses per problem, then --updates
+    AdamW steps on grpo_loss; (generated tokens, sampling seconds, mean reward, last loss)."""
     def step(problems):
-        b = online.sample_batch(policy, ref, problems, args.G, gen, device)
+        b = grpo_ppo_shared.sample_batch(policy, ref, problems, args.G, gen, device)
         adv = group_advantages(b["rewards"]).flatten().to(device)
         for _ in range(args.updates):
             with autocast(device):
@@ -92,7 +92,7 @@ def main(argv=None):
     def make_step(policy, ref, run_dir, gen, device):
         print(f"  G={args.G}, clip={args.clip}, {args.updates} updates per batch")
         return grpo_step(policy, ref, adamw(policy, args.lr, device), args, gen, device)
-    return online.run(args, "grpo", MADE_BY, make_step, seed_offset=17)
+    return grpo_ppo_shared.run(args, "grpo", MADE_BY, make_step, seed_offset=17)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,14 @@ import argparse
 
 import torch
 
-from baselines import grpo_ppo_shared as online
+from baselines import grpo_ppo_shared
 from artifacts import policy_hint, policy_path
 from common import (adam_step, adamw, add_round_args, fraction, friendly_errors, load_model,
                     parse_with_preset, positive)
 from model import autocast, token_logprobs
 
 # The flags that change what actor_R_ppo.pt holds (artifacts.made_by).
-MADE_BY = online.MADE_BY + ("samples", "gamma", "lam", "vf_lr", "vf_clip")
+MADE_BY = grpo_ppo_shared.MADE_BY + ("samples", "gamma", "lam", "vf_lr", "vf_clip")
 
 
 def get_args(argv=None):
@@ -41,9 +41,9 @@ def get_args(argv=None):
     g.add_argument("--lam", type=float, default=0.95, help="GAE lambda (paper: 0.95)")
     g.add_argument("--vf-lr", type=float, default=1e-4, help="the value model's learning rate")
     g.add_argument("--vf-clip", type=float, default=0.2, help="value clip range")
-    online.add_online_args(p, lr=1e-5, batch_problems=64)
+    grpo_ppo_shared.add_online_args(p, lr=1e-5, batch_problems=64)
     args = parse_with_preset(p, argv, "ppo")
-    online.check_online_args(args)
+    grpo_ppo_shared.check_online_args(args)
     for name in ("samples", "vf_lr", "vf_clip"):
         positive(name.replace("_", "-"), getattr(args, name))
     fraction("gamma", args.gamma)
@@ -116,10 +116,11 @@ def initial_value_model(run_dir, rnd: int, device):
 
 
 def ppo_step(policy, value_model, ref, opts, args, gen, device):
-    """The step online.train calls: sample, GAE, then --updates AdamW steps on the policy and
-    the value model; (generated tokens, sampling seconds, mean reward, last policy loss)."""
+    """The step grpo_ppo_shared.train calls: sample, GAE, then --updates AdamW steps on the
+    policy and the value model; (generated tokens, sampling seconds, mean reward, last policy
+    loss)."""
     def step(problems):
-        b = online.sample_batch(policy, ref, problems, args.samples, gen, device)
+        b = grpo_ppo_shared.sample_batch(policy, ref, problems, args.samples, gen, device)
         mask = b["mask"][:, 1:].float()
         with torch.no_grad(), autocast(device):
             old_v = token_values(value_model, b["idx"]) * mask
@@ -148,7 +149,7 @@ def main(argv=None):
         opts = (adamw(policy, args.lr, device),
                 adamw(value_model, args.vf_lr, device))
         return ppo_step(policy, value_model, ref, opts, args, gen, device)
-    return online.run(args, "ppo", MADE_BY, make_step, seed_offset=19)
+    return grpo_ppo_shared.run(args, "ppo", MADE_BY, make_step, seed_offset=19)
 
 
 if __name__ == "__main__":

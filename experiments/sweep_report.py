@@ -16,10 +16,10 @@ from data import EOT_ID, decode
 from model import pick_device, state_values
 from report import SPLITS, cell, finished, grid, mean_sd, pyplot, save_figure, summarize
 
+
 def rounds_report(run_dirs: list[str], plot: Path) -> str:
     """sweep rounds: the summary, then where the rounds stop and why (report.summary_errors)."""
     return summarize(run_dirs, plot, errors=True)
-
 
 
 # The rows of the baselines table, in the shape of the paper's Table 3: label, results key,

@@ -105,7 +105,7 @@ def test_grpo_ratio_is_one_before_the_first_update_and_smoke(tmp_path, capsys):
     """Guards against old log-probs taken from another policy than the one that sampled (the
     probability ratio must be exactly 1 before the first update), and against train_grpo.py
     not spending its budget, not recording its curve or not writing its files."""
-    from baselines import grpo_ppo_shared as online
+    from baselines import grpo_ppo_shared
     from baselines import train_grpo
     from artifacts import load_policy
     from data import TaskConfig, TrainProblems
@@ -114,7 +114,7 @@ def test_grpo_ratio_is_one_before_the_first_update_and_smoke(tmp_path, capsys):
     train_sft.main(["--run-dir", str(d)] + SFT)
     policy, _ = load_policy(d, 1, "cpu")
     problems = TrainProblems(0, TaskConfig(min_steps=1, max_steps=2, ood_steps=3)).take(0, 3)
-    b = online.sample_batch(policy.eval(), policy, problems, 4,
+    b = grpo_ppo_shared.sample_batch(policy.eval(), policy, problems, 4,
                             torch.Generator().manual_seed(0), torch.device("cpu"))
     logp = token_logprobs(policy, b["idx"], b["mask"])
     assert torch.equal(logp, b["old"]) and torch.equal(b["old"], b["ref"])
