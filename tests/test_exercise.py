@@ -1,5 +1,5 @@
-"""exercise.py: student copies (stubs keep signature and docstring, everything else works),
-its bad input, and the chain a course relies on. (`python exercise.py mutants`, the check of
+"""course/exercise.py: student copies (stubs keep signature and docstring, everything else works),
+its bad input, and the chain a course relies on. (`python -m course.exercise mutants`, the check of
 the exercise tests against stubs and known mistakes, runs in CI: .ci/run.)"""
 
 import importlib.util
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-import exercise
+from course import exercise
 from tiny import run
 
 SETS = {"advantages", "critic", "steps", "sampler", "actor-step"}
@@ -72,7 +72,7 @@ def test_a_student_copy_runs_its_tests_and_cannot_make_copies(tmp_path):
     exercise.make("critic", out)
 
     def call(*argv):
-        return subprocess.run([sys.executable, "exercise.py", *argv], cwd=out,
+        return subprocess.run([sys.executable, "-m", "course.exercise", *argv], cwd=out,
                               capture_output=True, text=True)
     assert call("test", "--set", "critic").returncode != 0
     assert call("test", "--set", "steps").returncode == 0  # not stubbed in this copy

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROOMS = ("baselines", "experiments")  # the folders beside the method's top level
+ROOMS = ("baselines", "experiments", "course")  # the folders beside the method's top level
 MODULES = sorted(ROOT.glob("*.py")) + [p for r in ROOMS for p in sorted((ROOT / r).glob("*.py"))
                                       if p.name != "__init__.py"]
 SOURCES = MODULES + sorted((ROOT / "tests").rglob("*.py"))
 # the scripts, by module name: DAPO's stages at the top level, the rest in their rooms
 DAPO_STAGES = {"train_sft", "train_critic", "train_actor"}
-STAGES = DAPO_STAGES | {"pipeline", "exercise", "baselines.train_rft", "baselines.train_grpo",
-                        "baselines.train_ppo", "experiments.sweep", "experiments.bench",
-                        "experiments.bench_torchrun"}
-DRIVERS = {"pipeline": DAPO_STAGES, "exercise": DAPO_STAGES,  # may call the stages
+STAGES = DAPO_STAGES | {"pipeline", "course.exercise", "baselines.train_rft",
+                        "baselines.train_grpo", "baselines.train_ppo", "experiments.sweep",
+                        "experiments.bench", "experiments.bench_torchrun"}
+DRIVERS = {"pipeline": DAPO_STAGES, "course.exercise": DAPO_STAGES,  # they call the stages
            "experiments.sweep": DAPO_STAGES | {"pipeline", "baselines.train_rft",
                                                "baselines.train_grpo", "baselines.train_ppo"}}
 
@@ -55,7 +55,7 @@ def test_the_top_level_shows_the_method():
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_no_stage_script_imports_another(stage):
     """Guards against shared code living in a stage script: only the drivers (pipeline.py,
-    experiments/sweep.py, exercise.py's golden run) may call the stages."""
+    experiments/sweep.py, course/exercise.py's golden run) may call the stages."""
     path = ROOT / (stage.replace(".", "/") + ".py")
     assert imported(path) & STAGES <= DRIVERS.get(stage, set())
 

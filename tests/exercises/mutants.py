@@ -1,6 +1,6 @@
 """The instructors' key (never part of a student copy): mistakes students make, each a small
 patch of the reference that its set's tests must catch with the hint it names.
-python exercise.py mutants applies each in a scratch copy and checks; docs/handout.md lists
+python -m course.exercise mutants applies each in a scratch copy and checks; docs/handout.md lists
 them as a marking guide.
 
 Each entry: (name, set, file, the reference's text, the mistaken text, a phrase of the hint

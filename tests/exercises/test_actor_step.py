@@ -1,8 +1,9 @@
 """Exercise "actor-step": one training step of the actor (train_actor.batch_loss): eq. 12 on a
 batch of (state, action) pairs, with log pi(a|s) summed over the action's tokens and log
-pi_ref(a|s) taken from the cache computed once with the frozen pi_ref. Run: python exercise.py
-test --set actor-step. Eq. 12 itself is exercise "advantages"; here a local copy stands in
-for dapo.dapo_loss, so that this exercise's tests do not depend on that one."""
+pi_ref(a|s) taken from the cache computed once with the frozen pi_ref. Run:
+python -m course.exercise test --set actor-step. Eq. 12 itself is exercise "advantages"; here
+a local copy stands in for dapo.dapo_loss, so that this exercise's tests do not depend on that
+one."""
 
 import pytest
 import torch

@@ -1,5 +1,5 @@
 """Exercise "advantages": eq. 13 (dapo.advantages, dapo.action_advantages), the gap filter of
-App. F.1 (dapo.passes_gap_filter) and eq. 12 (dapo.dapo_loss). Run: python exercise.py test
+App. F.1 (dapo.passes_gap_filter) and eq. 12 (dapo.dapo_loss). Run: python -m course.exercise test
 --set advantages. The numbers are chosen so that each common mistake gives another value, and
 every failure names the mistake it most likely is."""
 

@@ -1,5 +1,5 @@
 """Exercise "critic": the Monte Carlo targets (dapo.mc_value), the critic's loss (eq. 14-15,
-dapo.critic_loss) and the balanced pick of A.1 (dapo.balanced_pick). Run: python exercise.py
+dapo.critic_loss) and the balanced pick of A.1 (dapo.balanced_pick). Run: python -m course.exercise
 test --set critic."""
 
 import math

@@ -1,5 +1,5 @@
 """Exercise "sampler": the KV-cache sampler (model._sample_cached) against the plain,
-uncached reference that recomputes the whole sequence every token. Run: python exercise.py
+uncached reference that recomputes the whole sequence every token. Run: python -m course.exercise
 test --set sampler."""
 
 import torch

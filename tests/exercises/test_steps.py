@@ -1,6 +1,6 @@
 """Exercise "steps": step spans, prefix states, actions and completion (dapo.step_spans,
 dapo.prefix_states, dapo.first_step, dapo.complete; docs/paper.md §3.1, §6, App. A.2). Run:
-python exercise.py test --set steps."""
+python -m course.exercise test --set steps."""
 
 import torch
 

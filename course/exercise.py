@@ -1,10 +1,10 @@
 """Course assignments from this very source (docs/handout.md): student copies with functions
 to write, the tests that check them, and the known mistakes those tests must catch.
 
-    python exercise.py list                          # the sets and their functions
-    python exercise.py make --set advantages --out hw1   # a student copy
-    python exercise.py test --set advantages         # a set's tests (in a student copy too)
-    python exercise.py mutants                       # the tests, tested (instructors, CI)
+    python -m course.exercise list                          # the sets and their functions
+    python -m course.exercise make --set advantages --out hw1   # a student copy
+    python -m course.exercise test --set advantages         # a set's tests (in a student copy too)
+    python -m course.exercise mutants                       # the tests, tested (instructors, CI)
 
 A solution region is a function whose body starts, right after its docstring, with a line
 "# EXERCISE <set> (<equation>)". In a student copy the body of every function of the chosen
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from common import UserError, friendly_errors, save_json
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 MARK = re.compile(r"^(\s*)# EXERCISE ([a-z-]+) \((.+)\)\s*$")
 KEY = Path("tests/exercises/mutants.py")  # the instructors' key: never in a student copy
 HIDDEN = Path("tests/exercises/hidden")  # the graders' property checks on fresh seeds: the same
@@ -57,7 +57,7 @@ def stub(lines: list[str], region: dict, name: str) -> list[str]:
     """lines with the region's body replaced by its marker and a NotImplementedError."""
     indent = MARK.match(lines[region["start"]]).group(1)
     message = (f"exercise {name}: write {region['function']} ({region['equation']}); "
-               f"python exercise.py test --set {name} checks it")
+               f"python -m course.exercise test --set {name} checks it")
     return (lines[:region["start"] + 1] + [f"{indent}raise NotImplementedError({message!r})"]
             + lines[region["end"] + 1:])
 
@@ -98,7 +98,7 @@ def make(name: str, out: Path) -> str:
     beside it, then renamed into place."""
     sets = marked()
     if name not in sets:
-        raise UserError(f"there is no exercise set {name!r}; python exercise.py list shows "
+        raise UserError(f"there is no exercise set {name!r}; python -m course.exercise list shows "
                         f"them ({', '.join(sorted(sets))})")
     if (ROOT / COPY_RECORD).exists():
         raise UserError(f"{ROOT} is a student copy; make copies from the reference")
@@ -119,7 +119,7 @@ def make(name: str, out: Path) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return (f"wrote {out}: set {name}, {len(sets[name])} functions to write "
-            f"({', '.join(record['functions'])}); test with: cd {out} && python exercise.py "
+            f"({', '.join(record['functions'])}); test with: cd {out} && python -m course.exercise "
             f"test --set {name}")
 
 
@@ -155,8 +155,8 @@ def outcomes(proc: subprocess.CompletedProcess) -> dict[str, bool]:
 def load_key() -> list[tuple]:
     path = ROOT / KEY
     if not path.exists():
-        raise UserError(f"{KEY} (the instructors' key) is not here: exercise.py mutants runs in "
-                        "the reference checkout, not in a student copy")
+        raise UserError(f"{KEY} (the instructors' key) is not here: python -m course.exercise "
+                        "mutants runs in the reference checkout, not in a student copy")
     namespace: dict = {}
     exec(compile(path.read_text(), str(path), "exec"), namespace)
     return namespace["MUTANTS"]
@@ -205,7 +205,8 @@ def check_mutant(scratch: Path, mutant: tuple) -> str | None:
 
 
 def check_mutants() -> int:
-    """exercise.py mutants: 0 if every check holds, 1 (with the list) if any does not."""
+    """python -m course.exercise mutants: 0 if every check holds, 1 (with the list) if any
+    does not."""
     sets, key = marked(), load_key()
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
@@ -322,7 +323,7 @@ def student_set(copy: Path) -> str:
     path = copy / COPY_RECORD
     if not path.is_file():
         raise UserError(f"{copy} is not a student copy (it has no {COPY_RECORD}); grade the "
-                        "folder exercise.py make wrote")
+                        "folder course/exercise.py make wrote")
     try:
         return json.loads(path.read_text())["set"]
     except (json.JSONDecodeError, KeyError, TypeError):
@@ -330,12 +331,11 @@ def student_set(copy: Path) -> str:
 
 
 def grading_tree(copy: Path, dest: Path) -> None:
-    """The student's code (the top-level modules but exercise.py) with the reference's tests,
+    """The student's code (the top-level modules) with the reference's tests,
     grader and settings: a student's edits to the tests or the grader count for nothing."""
     copy_tree(dest)
     for path in copy.glob("*.py"):
-        if path.name != "exercise.py":
-            shutil.copy2(path, dest / path.name)
+        shutil.copy2(path, dest / path.name)
     if (ROOT / HIDDEN).is_dir():
         shutil.copytree(ROOT / HIDDEN, dest / HIDDEN, dirs_exist_ok=True)
 
@@ -366,12 +366,13 @@ def cached_sft(record: dict) -> list[str]:
 def golden_entry(tree: Path, run_dir: Path, seed: int) -> dict:
     """The golden run of the student's code, in a fresh interpreter, graded on the bands."""
     if not (ROOT / GOLDEN_FILE).exists():
-        raise UserError(f"there is no {GOLDEN_FILE}: run python exercise.py golden runs/golden "
-                        "--calibrate first (the reference's spread), or grade with --no-golden")
+        raise UserError(f"there is no {GOLDEN_FILE}: run python -m course.exercise golden "
+                        "runs/golden --calibrate first (the reference's spread), or grade with "
+                        "--no-golden")
     record = json.loads((ROOT / GOLDEN_FILE).read_text())
-    proc = subprocess.run([sys.executable, "exercise.py", "golden", str(run_dir.resolve()),
-                           "--seed", str(seed)] + cached_sft(record), cwd=tree,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "course.exercise", "golden",
+                           str(run_dir.resolve()), "--seed", str(seed)] + cached_sft(record),
+                          cwd=tree, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"name": "golden run", "score": 0.0, "max_score": 3.0, "visibility": "visible",
                 "output": "the golden run failed: " + (proc.stderr.strip().splitlines()
@@ -438,7 +439,8 @@ def main(argv=None):
         print(make(args.name, args.out))
     elif args.command == "test":
         if args.name not in marked():
-            raise UserError(f"there is no exercise set {args.name!r}; python exercise.py list")
+            raise UserError(f"there is no exercise set {args.name!r}; python -m course.exercise "
+                            "list shows them")
         sys.exit(subprocess.call([sys.executable, "-m", "pytest", "-q", test_file(args.name)],
                                  cwd=ROOT))
     elif args.command == "mutants":
