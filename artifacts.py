@@ -37,6 +37,7 @@ import torch
 import parallel
 from common import UserError, atomic_write, load_model, load_torch, save_json
 from data import TaskConfig
+from model import unflat
 
 # ----------------------------------------------------------------------------- file names
 
@@ -188,24 +189,6 @@ def load_critic(run_dir: Path, rnd: int, device):
 
 
 # ----------------------------------------------------------------------------- rollouts
-
-
-def flat(seqs: list[list[int]]) -> dict:
-    """Token lists as one flat int32 tensor + offsets (compact, and weights_only-loadable).
-
-        >>> flat([[5, 6], [], [7]])["offsets"].tolist()
-        [0, 2, 2, 3]
-    """
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    tokens = torch.tensor([t for s in seqs for t in s], dtype=torch.int32)
-    return {"tokens": tokens, "offsets": torch.cat([torch.zeros(1, dtype=torch.long),
-                                                    lengths.cumsum(0)])}
-
-
-def unflat(d: dict) -> list[list[int]]:
-    """The inverse of flat."""
-    tok, off = d["tokens"].tolist(), d["offsets"].tolist()
-    return [tok[off[i]:off[i + 1]] for i in range(len(off) - 1)]
 
 
 ROLLOUT_KEYS = ("states", "state_problem", "continuations", "rewards", "mc", "problems",

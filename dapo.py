@@ -13,99 +13,12 @@ from __future__ import annotations
 
 import torch
 
-from data import (EOT_ID, NL_ID, OPS, Problem, TaskConfig, TrainProblems, Verdict, decode, encode,
-                  eval_split, parse_prompt, split_lines, verify)
-from model import GPT, generate
-import parallel
-
-# ----------------------------------------------------------------------------- evaluation
+from data import EOT_ID, NL_ID, OPS, Problem, decode, encode, parse_prompt, verify
 
 
 def max_solution_tokens(problems: list[Problem]) -> int:
     """A generous token budget for a full solution of the longest problem in the list."""
     return 18 * (max(len(p.ops) for p in problems) + 1) + 8
-
-
-def solve(model: GPT, problems: list[Problem], temperature: float = 0.0,
-          generator: torch.Generator | None = None, batch_size: int = 256,
-          num_samples: int = 1) -> list[str]:
-    """Sample num_samples responses per problem (greedy when temperature == 0)."""
-    outs = generate(model, [encode(p.prompt) for p in problems], max_solution_tokens(problems),
-                    temperature, num_samples, generator, stop_id=EOT_ID, pad_id=EOT_ID,
-                    batch_size=batch_size)
-    return [decode(o) for o in outs]
-
-
-def evaluate(model: GPT, problems: list[Problem], temperature: float = 0.0,
-             generator: torch.Generator | None = None, batch_size: int = 256,
-             keep_failures: int = 0) -> tuple[dict, list[tuple[Problem, str, Verdict]]]:
-    """Accuracy of one response per problem through the same sampler as training uses.
-
-    Returns ({"acc", "n", "fail_1_wrong", "fail_2_wrong", "fail_more_wrong", "two_op_lines",
-    "two_op_acc"}, failures): the fail_* fields are fractions of failed solutions with exactly
-    1, exactly 2 or more wrong lines by the verifier's per-step truth; two_op_lines is the
-    share of the written lines that do two or more operations at once (skip writing a value),
-    two_op_acc the share of those that are right (None if there are none); failures lists up
-    to keep_failures examples.
-    """
-    mine = parallel.shard(problems)  # under torchrun each rank solves a share (parallel.py)
-    responses = parallel.unshard(solve(model, mine, temperature, generator, batch_size)
-                                 if mine else [], len(problems))
-    verdicts = [verify(p, r) for p, r in zip(problems, responses)]
-    wrong = [v.n_wrong for v in verdicts if v.reward == 0]
-    two = [ok for v in verdicts for k, ok in zip(v.line_ops, v.line_ok) if k >= 2]
-    nf = max(1, len(wrong))
-    stats = {
-        "acc": sum(v.reward for v in verdicts) / len(verdicts),
-        "n": len(verdicts),
-        "fail_1_wrong": sum(w == 1 for w in wrong) / nf,
-        "fail_2_wrong": sum(w == 2 for w in wrong) / nf,
-        "fail_more_wrong": sum(w > 2 for w in wrong) / nf,
-        "two_op_lines": len(two) / max(1, sum(len(v.line_ops) for v in verdicts)),
-        "two_op_acc": sum(two) / len(two) if two else None,
-    }
-    failures = [(p, r, v) for p, r, v in zip(problems, responses, verdicts) if v.reward == 0]
-    return stats, failures[:keep_failures]
-
-
-def show_failure(problem: Problem, response: str, verdict: Verdict) -> str:
-    """A wrong solution written out line by line; each wrong line is marked with what it should
-    have said, given the lines before it (the verifier's per-step truth)."""
-    out = [problem.prompt.rstrip("\n")]
-    for i, line in enumerate(split_lines(response)):
-        ok = i < len(verdict.line_ok) and verdict.line_ok[i]
-        want = verdict.expected[i] if i < len(verdict.expected) else ""
-        out.append((f"  {line:14s}" + ("" if ok else f"  <-- wrong, should be {want!r}")).rstrip())
-    return "\n".join(out)
-
-
-def evaluate_splits(model: GPT, cfg: TaskConfig, n: int, data_seed: int,
-                    generator: torch.Generator | None = None,
-                    keep_failures: int = 0) -> tuple[dict, list]:
-    """Greedy accuracy on the first n problems of val, test and ood (and, given a generator,
-    accuracy at temperature 1 too: "sampled_acc"). Returns ({split: record}, up to
-    keep_failures wrong greedy test solutions); a record holds greedy_acc, n, the fail_*
-    fractions and two_op_lines / two_op_acc (see evaluate)."""
-    record, shown = {}, []
-    for split in ("val", "test", "ood"):
-        problems = eval_split(split, n, data_seed, cfg)
-        greedy, fails = evaluate(model, problems, 0.0, keep_failures=keep_failures)
-        rec = {"greedy_acc": greedy.pop("acc"), **greedy}
-        if generator is not None:
-            rec["sampled_acc"] = evaluate(model, problems, 1.0, generator)[0]["acc"]
-        record[split] = rec
-        if split == "test":
-            shown = fails
-    return record, shown
-
-
-ROLLOUT_OFFSET = 10_000_000  # the RL stages' training problems start here, far past SFT's
-
-
-def round_problems(data_seed: int, cfg: TaskConfig, rnd: int, n: int) -> list[Problem]:
-    """The n training problems of RL round rnd, the same for DAPO's rollouts and for the
-    baselines: train items ROLLOUT_OFFSET + (rnd - 1) * n onwards."""
-    return TrainProblems(data_seed, cfg).take(ROLLOUT_OFFSET + (rnd - 1) * n, n)
 
 
 # ----------------------------------------------------------------------------- steps and states

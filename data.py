@@ -256,11 +256,21 @@ class TrainProblems:
         return [self[i] for i in range(start, start + n)]
 
 
+ROLLOUT_OFFSET = 10_000_000  # the RL stages' training problems start here, far past SFT's
+
+
+def round_problems(data_seed: int, cfg: TaskConfig, rnd: int, n: int) -> list[Problem]:
+    """The n training problems of RL round rnd, the same for DAPO's rollouts and for the
+    baselines: train items ROLLOUT_OFFSET + (rnd - 1) * n onwards."""
+    return TrainProblems(data_seed, cfg).take(ROLLOUT_OFFSET + (rnd - 1) * n, n)
+
+
 # ----------------------------------------------------------------------------- verifier
 
 _STEP = re.compile(r"(A: )?(-?[0-9]{1,9})((?:[+\-*][0-9]{1,6}){1,8})=(-?[0-9]{1,9})")
 _OP = re.compile(r"([+\-*])([0-9]+)")
 _QUESTION = re.compile(r"Q: ([0-9]{1,6})((?:[+\-*][0-9]{1,6}){1,32})\n?")
+
 
 
 @dataclass

@@ -544,3 +544,21 @@ def _full_mask(prompt_mask: torch.Tensor, T: int, L: int) -> torch.Tensor:
 
 def config_dict(model: GPT) -> dict:
     return asdict(model.config)
+
+
+def flat(seqs: list[list[int]]) -> dict:
+    """Token lists as one flat int32 tensor + offsets (compact, and weights_only-loadable).
+
+        >>> flat([[5, 6], [], [7]])["offsets"].tolist()
+        [0, 2, 2, 3]
+    """
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    tokens = torch.tensor([t for s in seqs for t in s], dtype=torch.int32)
+    return {"tokens": tokens, "offsets": torch.cat([torch.zeros(1, dtype=torch.long),
+                                                    lengths.cumsum(0)])}
+
+
+def unflat(d: dict) -> list[list[int]]:
+    """The inverse of flat."""
+    tok, off = d["tokens"].tolist(), d["offsets"].tolist()
+    return [tok[off[i]:off[i + 1]] for i in range(len(off) - 1)]

@@ -8,7 +8,7 @@ process would do and nothing else. Under torchrun, with gloo on CPU and NCCL on 
 - A.2's Monte Carlo chunks are shared out (train_critic.rollouts); each chunk has its own seed,
   so the rollout files are the same bit for bit whatever the number of ranks. A.1 keeps its
   one random stream, so every rank samples it whole. Greedy evaluation is shared by problem
-  (dapo.evaluate);
+  (evaluation.evaluate);
 - SFT, critic and actor training are data-parallel (DistributedDataParallel): each rank takes
   a share of every batch, and share() weights its loss so that the averaged gradient is that of
   the whole batch;

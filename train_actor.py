@@ -26,15 +26,15 @@ from tqdm import tqdm
 
 from artifacts import (actor_path, check_made_from, critic_path, finish_stage, load_critic,
                        load_policy, load_rollouts, made_by, policy_path, read_results, reusable,
-                       rollouts_path, stamp, task_of, task_record, unflat)
+                       rollouts_path, stamp, task_of, task_record)
+from model import (autocast, continuation_logprob, pack_continuations, sequence_logprobs,
+                   state_values, unflat)
 from common import (UserError, adam_step, adamw, add_round_args, add_tag_arg, args_dict,
                     friendly_errors, load_torch, log_metrics, parse_with_preset, positive,
                     prepare_run_dir, save_checkpoint, tag_suffix)
 from dapo import action_advantages, dapo_loss, first_step, is_terminal, passes_gap_filter
 from data import EOT_ID, decode, encode, parse_prompt, split_lines, verify
-from model import (autocast, continuation_logprob, pack_continuations, sequence_logprobs,
-                   state_values)
-from report import accuracy_vs_pi_ref
+from evaluation import accuracy_vs_pi_ref
 import parallel
 
 # The flags that change what actor_R.pt holds (artifacts.made_by).

@@ -12,7 +12,7 @@
    same MC values.
 3. Critic: the same GPT with a value head, initialised from pi_ref in round 1 and from the
    previous critic after that, trained with soft-target BCE on (state, MC) (eq. 14-15), and
-   evaluated on the states of held-out problems (report.critic_heldout). Beyond the paper
+   evaluated on the states of held-out problems (evaluation.critic_heldout). Beyond the paper
    (docs/critic.md), by default its head also reads its own LM's surprisal at the tokens
    written so far (--head), a next-token loss on the training text keeps that LM pi_ref's
    (--lm-coef), and the states inside each continuation are targets too (--targets).
@@ -35,18 +35,17 @@ import torch
 from tqdm import tqdm
 
 from artifacts import (checked_rollouts, critic_path, current_record, difference, finish_stage,
-                       flat, load_critic, load_policy, made_by, policy_hint, policy_path,
-                       read_results, reusable, rollouts_path, stamp, task_of, task_record,
-                       unflat, up_to_date)
+                       load_critic, load_policy, made_by, policy_hint, policy_path, read_results,
+                       reusable, rollouts_path, stamp, task_of, task_record, up_to_date)
+from model import autocast, flat, generate, pack, state_values, unflat
 from common import (UserError, add_round_args, args_dict, fraction, friendly_errors,
                     load_model, load_torch, log_metrics, parse_with_preset, positive,
                     prepare_run_dir, save_checkpoint, save_torch)
-from dapo import (balanced_pick, complete, critic_loss, max_solution_tokens, mc_value,
-                  prefix_states, round_problems)
-from data import EOT_ID, NL_ID, Problem, decode, encode, verify
-from model import autocast, generate, pack, state_values
+from dapo import balanced_pick, complete, critic_loss, max_solution_tokens, mc_value, prefix_states
+from data import EOT_ID, NL_ID, Problem, decode, encode, round_problems, verify
 import parallel
-from report import critic_heldout, critic_report, plot_calibration
+from report import critic_report, plot_calibration
+from evaluation import critic_heldout
 
 # The flags that change what rollouts_R.pt and critic_R.pt hold (artifacts.made_by).
 ROLLOUT_FLAGS = ("round", "seed", "problems", "n1", "n", "K", "sample_batch", "chunk")

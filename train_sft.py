@@ -23,7 +23,7 @@ from artifacts import (finish_stage, made_by, read_results, reusable, stamp, tas
 from common import (UserError, add_device_arg, add_force_arg, add_model_args, add_preset_arg,
                     args_dict, build_model, fraction, friendly_errors, load_model, log_metrics,
                     parse_with_preset, positive, prepare_run_dir, save_checkpoint)
-from dapo import evaluate_splits
+from evaluation import evaluate_splits
 from data import EOT_ID, VOCAB_SIZE, TaskConfig, TrainProblems, encode, max_tokens
 from model import GPTConfig, autocast
 import parallel

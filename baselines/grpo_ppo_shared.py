@@ -22,11 +22,11 @@ from artifacts import (finish_stage, load_policy, made_by, policy_path, read_res
                        stamp, task_of, task_record)
 from common import (UserError, add_tag_arg, args_dict, log_metrics, positive, prepare_run_dir,
                     save_checkpoint, tag_suffix)
-from dapo import evaluate_splits, max_solution_tokens, round_problems
-from data import EOT_ID, decode, encode, verify
+from dapo import max_solution_tokens
+from evaluation import accuracy_vs_pi_ref, evaluate_splits
+from data import EOT_ID, decode, encode, round_problems, verify
 from model import autocast, generate, pack_continuations, token_logprobs
 import parallel
-from report import accuracy_vs_pi_ref
 
 # The flags of every online baseline that change what its checkpoint holds (artifacts.made_by).
 MADE_BY = ("seed", "lr", "kl", "clip", "updates", "batch_problems", "budget", "problems")

@@ -4,7 +4,7 @@
     python -m baselines.train_grpo --lr 1e-5 --budget 500000
 
 Starts from pi_ref (RUN_DIR/sft.pt) and loops over the round-1 training problems DAPO rolls
-out (dapo.round_problems): G responses per problem from the current policy at temperature 1,
+out (data.round_problems): G responses per problem from the current policy at temperature 1,
 the verifier's rewards, a group-normalised advantage A_i = (r_i - mean r) / (std r + 1e-4),
 then --updates AdamW steps on the clipped-ratio objective with a per-token KL penalty to the
 frozen pi_ref (the paper's Table 12: G = 16, KL 0.01, temperature 1). It stops once it has

@@ -24,15 +24,15 @@ import torch
 from tqdm import tqdm
 
 from artifacts import (actor_path, check_made_from, finish_stage, load_policy, load_rollouts,
-                       made_by, policy_path, read_results, reusable, rollouts_path, stamp,
-                       task_of, task_record, unflat)
+                       made_by, policy_path, read_results, reusable, rollouts_path, stamp, task_of,
+                       task_record)
+from model import autocast, pack_continuations, unflat
 from common import (UserError, adam_step, adamw, add_round_args, add_tag_arg, args_dict,
                     friendly_errors, log_metrics, parse_with_preset, positive, prepare_run_dir,
                     save_checkpoint, tag_suffix)
 from data import EOT_ID, decode, encode, parse_prompt, verify
-from model import autocast, pack_continuations
 import parallel
-from report import accuracy_vs_pi_ref
+from evaluation import accuracy_vs_pi_ref
 
 # The flags that change what actor_R_rft.pt holds (artifacts.made_by).
 MADE_BY = ("seed", "lr", "epochs", "batch_size")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from artifacts import load_critic, load_rollouts, read_results, unflat
+from artifacts import load_critic, load_rollouts, read_results
+from model import pick_device, state_values, unflat
 from data import EOT_ID, decode
-from model import pick_device, state_values
 from report import SPLITS, cell, finished, grid, mean_sd, pyplot, save_figure, summarize
 
 

@@ -11,9 +11,8 @@ import torch
 import train_critic
 from baselines import train_rft
 import train_sft
-from artifacts import flat, unflat
+from model import GPT, GPTConfig, flat, unflat
 from data import EOT_ID, Problem, encode
-from model import GPT, GPTConfig
 from tiny import CRITIC, SFT
 
 

@@ -114,7 +114,7 @@ def test_build_pairs_applies_terminal_rule_and_filters():
     """Guards against the actor's data builder diverging from the hand rules above: the same
     numbers must come out of train_actor.build_pairs on a real (tiny) rollout structure."""
     from train_actor import build_pairs, response_pairs
-    from artifacts import flat
+    from model import flat
 
     p = Problem(5, (("+", 3), ("*", 2)))  # "Q: 5+3*2\n", solution "5+3=8\nA: 8*2=16\n"
     s0 = encode(p.prompt)
@@ -214,14 +214,14 @@ def test_evaluate_counts_on_hand_responses(monkeypatch):
     full, right with a two-addition line, a wrong two-addition line, two slips) evaluate gives
     accuracy 2/4, one failure with 1 and one with 2 wrong lines, and 2 two-operation lines out
     of the 10 written, one of them right."""
-    import dapo
+    import evaluation
     p = Problem(47, (("+", 38), ("+", 19), ("*", 3)))
     responses = ["47+38=85\n85+19=104\nA: 104*3=312\n",
                  "47+38+19=104\nA: 104*3=312\n",
                  "47+38+19=94\nA: 94*3=282\n",
                  "47+38=86\n86+19=106\nA: 106*3=318\n"]
-    monkeypatch.setattr(dapo, "solve", lambda model, problems, *a, **k: responses)
-    stats, fails = dapo.evaluate(None, [p] * 4, keep_failures=5)
+    monkeypatch.setattr(evaluation, "solve", lambda model, problems, *a, **k: responses)
+    stats, fails = evaluation.evaluate(None, [p] * 4, keep_failures=5)
     assert stats["acc"] == 0.5 and stats["n"] == 4
     assert stats["fail_1_wrong"] == 0.5 and stats["fail_2_wrong"] == 0.5
     assert stats["two_op_lines"] == pytest.approx(2 / 10) and stats["two_op_acc"] == 0.5

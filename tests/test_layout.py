@@ -52,6 +52,12 @@ def test_the_top_level_shows_the_method():
     assert {module_name(p) for p in MODULES} >= STAGES
 
 
+def test_the_method_module_imports_only_the_task_and_the_model():
+    """Guards against plumbing (torchrun, files, evaluation) creeping back into dapo.py, the
+    module a reader opens to learn the method."""
+    assert imported(ROOT / "dapo.py") <= {"__future__", "torch", "data", "model"}
+
+
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_no_stage_script_imports_another(stage):
     """Guards against shared code living in a stage script: only the drivers (pipeline.py,

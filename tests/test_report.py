@@ -4,8 +4,9 @@ tables and the multi-seed summary's cells."""
 import pytest
 import torch
 
-from artifacts import flat
-from report import cell, grid, ratio_interval, reference_predictors
+from model import flat
+from report import cell, grid
+from evaluation import ratio_interval, reference_predictors
 
 
 def test_reference_predictors_on_a_hand_example():

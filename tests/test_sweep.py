@@ -10,7 +10,7 @@ import report
 from experiments import sweep, sweep_report
 import train_critic
 import train_sft
-from artifacts import flat
+from model import flat
 from common import UserError
 from tiny import CRITIC, SFT
 
