@@ -56,7 +56,7 @@ def test_the_method_module_imports_only_the_task_and_the_model():
     """Guards against plumbing (torchrun, files, evaluation) creeping back into dapo.py, the
     module a reader opens to learn the method."""
     project = {module_name(p) for p in MODULES}
-    assert imported(ROOT / "dapo.py") & project == {"data", "model"}
+    assert imported(ROOT / "dapo.py") & project <= {"data", "model"}
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
