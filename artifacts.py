@@ -29,13 +29,14 @@ import json
 import platform
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 import parallel
-from common import UserError, atomic_write, load_model, load_torch, save_json
+from common import (UserError, args_dict, atomic_write, load_model, load_torch, prepare_run_dir,
+                    save_checkpoint, save_json)
 from data import TaskConfig
 from model import unflat
 
@@ -182,10 +183,57 @@ def load_policy(run_dir: Path, rnd: int, device):
                       policy_hint(rnd), value_head=False)
 
 
+def load_pi_ref(run_dir: Path, rnd: int, device) -> tuple:
+    """(pi_ref of round rnd in eval mode, the task it was trained on, its data seed)."""
+    model, ckpt = load_policy(run_dir, rnd, device)
+    return (model.eval(), *task_of(ckpt, policy_path(run_dir, rnd)))
+
+
 def load_critic(run_dir: Path, rnd: int, device):
     """The critic of round rnd, with its checkpoint dict."""
     return load_model(critic_path(run_dir, rnd), device, "critic checkpoint",
                       f"run train_critic.py --round {rnd} first", value_head=True)
+
+
+def critic_inputs(run_dir: Path, rnd: int) -> list[Path]:
+    """What round rnd's critic is made from: the rollouts and the network it starts from
+    (pi_ref in round 1, the previous critic after)."""
+    start = policy_path(run_dir, 1) if rnd == 1 else critic_path(run_dir, rnd - 1)
+    return [rollouts_path(run_dir, rnd), start]
+
+
+def starting_critic(run_dir: Path, rnd: int, head: str, device):
+    """The network round rnd's critic is trained from: in round 1 pi_ref with a fresh value
+    head (BEYOND THE PAPER, head "surprisal": the head also reads the LM's surprisal), later
+    the previous round's critic, head and all (Alg. 1)."""
+    if rnd == 1:
+        return load_model(policy_path(run_dir, 1), device, "reference policy checkpoint",
+                          policy_hint(1), value_head=True, value_surprisal=head == "surprisal")[0]
+    critic, _ = load_critic(run_dir, rnd - 1, device)
+    have = "surprisal" if critic.config.value_surprisal else "plain"
+    if have != head:  # each round refits the last critic, head and all
+        raise UserError(f"critic_{rnd - 1}.pt has the {have} head; pass --head {have}, or "
+                        f"start again from round 1 with --head {head}")
+    return critic
+
+
+def saved_critic(run_dir: Path, rnd: int, heldout_frac: float, device):
+    """Round rnd's saved critic, to report on again: it must come from the rollouts and the
+    network now in the folder, and have held out the same share of problems."""
+    if not (rollouts_path(run_dir, rnd).exists() and critic_path(run_dir, rnd).exists()):
+        raise UserError(f"--report-only needs rollouts_{rnd}.pt and critic_{rnd}.pt in "
+                        f"{run_dir}; run train_critic.py --round {rnd} first")
+    critic, ckpt = load_critic(run_dir, rnd, device)
+    have = (ckpt.get("made_by") or {}).get("inputs")
+    if have != {p.name: file_hash(p) for p in critic_inputs(run_dir, rnd)}:
+        raise UserError(f"critic_{rnd}.pt was not made from the rollouts_{rnd}.pt and network "
+                        f"now in {run_dir}, so it cannot be reported on them; train it again "
+                        f"with train_critic.py --round {rnd} --force")
+    trained = ckpt.get("args", {}).get("heldout_frac", heldout_frac)
+    if trained != heldout_frac:  # another split would report on training states
+        raise UserError(f"critic_{rnd}.pt held out --heldout-frac {trained}; pass the same "
+                        "value to --report-only")
+    return critic
 
 
 # ----------------------------------------------------------------------------- rollouts
@@ -232,6 +280,91 @@ def checked_rollouts(data: dict, path: Path, rnd: int) -> dict:
         raise UserError(f"{path} is truncated or corrupt (keys missing); {hint}")
     check_rollouts(data, path, hint)
     return data
+
+
+# ----------------------------------------------------------------------------- a stage's run
+
+
+@dataclass
+class Stage:
+    """One run of a stage: opened by open_stage, finished by finish.
+
+        stage = open_stage(args, "dapo_1", actor_path(Path(args.run_dir), 1))
+        done = stage.reusable("actor checkpoint", MADE_BY, [pi_ref, rollouts, critic])
+        if done is not None: return done          # the output and its record are current
+        ...                                       # the method's steps
+        stage.save(actor, step, cfg, data_seed)   # the checkpoint, with its fingerprint
+        return stage.finish(record)               # the record, into results.json
+    """
+    args: object
+    name: str
+    out: Path
+    run_dir: Path
+    device: torch.device
+    t_start: float = field(default_factory=time.time)
+    flags: tuple[str, ...] = ()  # the flags that change what out holds
+    inputs: list[Path] = field(default_factory=list)  # the files it is made from
+
+    def reusable(self, what: str, flags: tuple[str, ...], inputs: list[Path],
+                 remade: tuple[Path, ...] = (), **settings) -> dict | None:
+        """Fingerprint the output (the flags that change it and its input files' content;
+        remade: inputs this run makes again, which nothing made before can match); its
+        results record if the output and the record are current (nothing to do), None if the
+        stage must run; one sentence if the output was made otherwise, without --force."""
+        self.flags, self.inputs = flags, list(inputs)
+        want = made_by(self.name, self.args, flags, {p.name: p for p in inputs})
+        want["inputs"].update({p.name: None for p in remade})
+        return reusable(self.run_dir, self.out, self.name, want, self.args.force, what,
+                        **settings)
+
+    def save(self, model, step: int, cfg: TaskConfig, data_seed: int, **extra) -> None:
+        """The stage's checkpoint (atomically): the model, its task, its flags and the
+        fingerprint of what made it, its inputs hashed as they are now."""
+        want = made_by(self.name, self.args, self.flags, {p.name: p for p in self.inputs})
+        save_checkpoint(self.out, model, step=step, stage=self.name, args=args_dict(self.args),
+                        made_by=want, **task_record(cfg, data_seed), **extra)
+
+    def previous_record(self, name: str | None = None) -> dict:
+        """What results.json holds for this stage (or the stage name) from an earlier run ({}
+        if nothing)."""
+        return read_results(self.run_dir).get(name or self.name, {})
+
+    def current_record(self, **settings) -> dict | None:
+        """This stage's results record if it measured the output as it is now, else None."""
+        return current_record(self.run_dir, self.name, stamp(self.out, **settings))
+
+    def finish(self, record: dict, **settings) -> dict:
+        """The stage's record, stamped with the output it measured (and the settings of the
+        measurement), into results.json."""
+        record["made_by"] = stamp(self.out, **settings)
+        return finish_stage(self.run_dir, self.name, record, self.t_start)
+
+
+def open_stage(args, name: str, out: Path) -> Stage:
+    """The start of a stage that reads earlier stages' files: its device (this rank's under
+    torchrun), the run folder (it must exist and be writable), results.json (a malformed one
+    stops here, not after training) and the clock of its wall time."""
+    device = parallel.setup(args.device)
+    run_dir = prepare_run_dir(args.run_dir, must_exist=True)
+    read_results(run_dir)
+    return Stage(args, name, Path(out), run_dir, device)
+
+
+def round_inputs(run_dir: Path, rnd: int, critic: bool) -> tuple[dict, list[Path]]:
+    """Round rnd's rollouts, checked to come from pi_ref's current file, and the input files of
+    a stage that trains on them: pi_ref, the rollouts and (critic=True) the critic, checked to
+    come from those rollouts."""
+    pi_ref, rolls = policy_path(run_dir, rnd), rollouts_path(run_dir, rnd)
+    fix = f"make it again with train_critic.py --round {rnd} --force"
+    data = load_rollouts(run_dir, rnd)
+    check_made_from(data, rolls, [pi_ref], fix)
+    files = [pi_ref, rolls]
+    if critic:
+        crit = critic_path(run_dir, rnd)
+        ckpt = load_torch(crit, "critic checkpoint", f"run train_critic.py --round {rnd} first")
+        check_made_from(ckpt, crit, [rolls], fix)
+        files.append(crit)
+    return data, files
 
 
 # ----------------------------------------------------------------------------- results.json

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as tdist
+from tqdm import tqdm
 
 from model import GPT, GPTConfig, config_dict
 
@@ -343,6 +344,23 @@ def adam_step(model, opt, loss: torch.Tensor) -> None:
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
+
+
+def progress(iterable=None, **kwargs) -> tqdm:
+    """A progress bar (tqdm, on stderr); under torchrun only rank 0's shows."""
+    return tqdm(iterable, dynamic_ncols=True, disable=not main_process(), **kwargs)
+
+
+def log_interval(run_dir: Path, record: dict, loss: float, what: str, fix: str,
+                 line: str) -> None:
+    """The training loops' logging, once per interval: one sentence if the interval's loss is
+    not finite (nothing is saved yet: fix says what to change), else the progress line
+    (printed above any progress bar) and the record appended to metrics.jsonl."""
+    if not math.isfinite(loss):
+        raise UserError(f"{what} became {loss} by step {record['step']}; nothing was saved: "
+                        f"{fix}")
+    tqdm.write(line)
+    log_metrics(run_dir, record)
 
 
 def log_metrics(run_dir: Path, record: dict) -> None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from data import EOT_ID, NL_ID, OPS, Problem, decode, encode, parse_prompt, verify
+from data import EOT_ID, NL_ID, OPS, Problem, decode, encode, parse_prompt, split_lines, verify
+from model import (autocast, continuation_logprob, pack_continuations, sequence_logprobs,
+                   state_values, unflat)
 
 
 def max_solution_tokens(problems: list[Problem]) -> int:
@@ -173,6 +175,151 @@ def dapo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor,
         raise ValueError(f"beta must be positive, got {beta}")
     logratio = logp - ref_logp
     return 0.5 * ((adv / beta - logratio) ** 2).mean()
+
+
+
+# ----------------------------------------------------------------------------- B.1-B.3: pairs
+
+
+def sibling_actions(data: dict) -> list[dict]:
+    """B.1: every state of a round's rollouts with its K sibling actions, the first steps of
+    its K continuations (docs/paper.md §3.1). Each entry: "state" (tokens), "actions" (K token
+    lists, a stop included), "rewards" (the K continuations' rewards), "line" (the index of
+    the line an action writes) and "verdicts" (the verifier on s∘a, once per distinct a)."""
+    states, conts = unflat(data["states"]), unflat(data["continuations"])
+    K = data["rewards"].shape[1]
+    problems = [parse_prompt(p) for p in data["problems"]]
+    out = []
+    for i, p in enumerate(data["state_problem"].tolist()):
+        problem, actions = problems[p], [first_step(conts[i * K + k]) for k in range(K)]
+        done = decode(states[i][len(encode(problem.prompt)):])  # the response so far
+        verdicts = {tuple(a): verify(problem, done + decode([x for x in a if x != EOT_ID]))
+                    for a in actions}
+        out.append({"state": states[i], "actions": actions, "verdicts": verdicts,
+                    "rewards": data["rewards"][i].tolist(), "line": len(split_lines(done))})
+    return out
+
+
+def next_state_values(critic, sibs: list[dict]) -> dict:
+    """The learned critic's V(s∘a) of every distinct non-terminal next state, keyed by
+    (state index, action tokens): one evaluation each."""
+    nxt, keys = [], []
+    for i, sib in enumerate(sibs):
+        for a in dict.fromkeys(map(tuple, sib["actions"])):
+            if not is_terminal(list(a)):
+                keys.append((i, a))
+                nxt.append(sib["state"] + list(a))
+    values = state_values(critic, nxt, EOT_ID).tolist() if nxt else []
+    return dict(zip(keys, values))
+
+
+def critic_values(critic, sibs: list[dict]) -> list[list[float]]:
+    """DAPO's V(s∘a_i) of every sibling action: the learned critic's, or for a finished
+    solution the verifier's exact reward (WHERE THE PAPER IS SILENT, docs/paper.md §6)."""
+    v_next = next_state_values(critic, sibs)
+    return [[sib["verdicts"][tuple(a)].reward if is_terminal(a) else v_next[(i, tuple(a))]
+             for a in sib["actions"]] for i, sib in enumerate(sibs)]
+
+
+def advantage_groups(sibs: list[dict], values: list[list[float]],
+                     threshold: float) -> tuple[list[dict], dict]:
+    """B.2: eq. 13 over each state's sibling actions (unique actions, the mean over all K),
+    and the gap filter (App. F.1). Returns one group per kept state ("state", "actions",
+    "adv") and the filter's statistics, with a diagnostic never trained on: how often A ranks
+    a right step above a wrong sibling by the verifier's per-step truth."""
+    groups, n_terminal, ranked, rank_ok = [], 0, 0, 0
+    for sib, vals in zip(sibs, values):
+        n_terminal += sum(is_terminal(a) for a in sib["actions"])
+        uniq = action_advantages(sib["actions"], vals)  # eq. 13
+        t, verdicts = sib["line"], sib["verdicts"]
+        right = [t < len(verdicts[a].line_ok) and verdicts[a].line_ok[t] for a in uniq]
+        for (A1, r1) in zip(uniq.values(), right):
+            for (A2, r2) in zip(uniq.values(), right):
+                if r1 and not r2:
+                    ranked += 1
+                    rank_ok += (A1 > A2) + 0.5 * (A1 == A2)
+        if passes_gap_filter(list(uniq.values()), threshold):  # App. F.1
+            groups.append({"state": sib["state"], "actions": [list(a) for a in uniq],
+                           "adv": list(uniq.values())})
+    K = len(sibs[0]["actions"]) if sibs else 1
+    return groups, pair_stats(groups, len(sibs), n_terminal / max(1, len(sibs) * K),
+                              ranked, rank_ok)
+
+
+def pair_stats(groups, n_states: int, terminal_frac: float, ranked: int, rank_ok) -> dict:
+    """The advantage filter's record (results.json dapo_R.filter; docs/metrics.md)."""
+    return {"states": n_states, "kept_states": len(groups),
+            "kept_state_frac": len(groups) / max(1, n_states),
+            "pairs": sum(len(g["actions"]) for g in groups),
+            "terminal_action_frac": terminal_frac, "sibling_pairs": ranked,
+            "sibling_rank_acc": rank_ok / ranked if ranked else None}
+
+
+def pooled(actions: list, rewards: list[float]) -> list[float]:
+    """Each sample's reward replaced by the mean reward of the samples with the same action.
+
+        >>> pooled([[1], [2], [1]], [1.0, 0.0, 0.0])
+        [0.5, 0.0, 0.5]
+    """
+    by: dict = {}
+    for a, r in zip(actions, rewards):
+        by.setdefault(tuple(a), []).append(r)
+    return [sum(by[tuple(a)]) / len(by[tuple(a)]) for a in actions]
+
+
+def attach_ref_logprobs(ref, groups: list[dict]) -> None:
+    """B.3: log pi_ref(a|s) of every kept pair, summed over the action's tokens, computed once
+    with the frozen pi_ref (docs/paper.md §3.4) and stored in each group as "ref_logp"."""
+    flat_s = [g["state"] for g in groups for _ in g["actions"]]
+    flat_a = [a for g in groups for a in g["actions"]]
+    ref_logp = sequence_logprobs(ref, flat_s, flat_a, EOT_ID)
+    start = 0
+    for g in groups:
+        g["ref_logp"] = ref_logp[start:start + len(g["actions"])]
+        start += len(g["actions"])
+
+
+def state_batches(groups: list[dict], batch_pairs: int, rng) -> list[list[int]]:
+    """Shuffle states, then cut into batches of about batch_pairs pairs; all actions of a state
+    stay in the same batch (state-wise batching, docs/paper.md §3.6)."""
+    order = list(range(len(groups)))
+    rng.shuffle(order)
+    batches, cur, n = [], [], 0
+    for i in order:
+        if cur and n + len(groups[i]["actions"]) > batch_pairs:
+            batches.append(cur)
+            cur, n = [], 0
+        cur.append(i)
+        n += len(groups[i]["actions"])
+    return batches + ([cur] if cur else [])
+
+
+# The sums batch_loss returns, in order: loss * pairs, pairs, pairs whose log-ratio has the sign
+# of A, pairs with A != 0, the log-ratios summed where A > 0 and their count, the same for A < 0.
+BATCH_SUMS = ("loss", "pairs", "agree", "signed", "logratio_pos", "n_pos", "logratio_neg",
+              "n_neg")
+
+
+def batch_loss(actor, groups: list[dict], b: list[int], beta: float, device) -> tuple:
+    """B.4: eq. 12 on the pairs of the states b, and the sums behind the authors' diagnostics
+    (docs/paper.md §3.7), one per name of BATCH_SUMS: (loss, sums)."""
+    # EXERCISE actor-step (eq. 12)
+    s = [groups[i]["state"] for i in b for _ in groups[i]["actions"]]
+    a = [x for i in b for x in groups[i]["actions"]]
+    adv = torch.tensor([x for i in b for x in groups[i]["adv"]], device=device)
+    ref_lp = torch.cat([groups[i]["ref_logp"] for i in b]).to(device)
+    idx, mask = pack_continuations(s, a, EOT_ID, device)
+    with autocast(device):
+        logp = continuation_logprob(actor, idx, mask)  # log pi_theta(a|s), summed
+    loss = dapo_loss(logp.float(), ref_lp, adv, beta)  # eq. 12
+    with torch.no_grad():
+        logratio = logp.detach().float() - ref_lp
+        pos, neg = adv > 0, adv < 0
+        agree = (torch.sign(logratio) == torch.sign(adv)) & (pos | neg)
+        sums = torch.stack([loss.detach() * len(a), torch.tensor(len(a), device=device),
+                            agree.sum(), (pos | neg).sum(), logratio[pos].sum(), pos.sum(),
+                            logratio[neg].sum(), neg.sum()]).float()
+    return loss, sums
 
 
 def complete(sample, states: list[list[int]], problems: list[Problem], K: int) -> tuple:

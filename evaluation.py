@@ -16,7 +16,7 @@ from artifacts import load_policy, read_results
 from dapo import critic_loss, max_solution_tokens, mc_noise
 from data import (EOT_ID, Problem, TaskConfig, Verdict, decode, encode, eval_split, first_wrong,
                   verify)
-from model import GPT, generate, unflat
+from model import GPT, generate, state_values, unflat
 import parallel
 from report import SPLITS, before_after_table
 
@@ -206,3 +206,9 @@ def critic_heldout(v_all: torch.Tensor, data: dict, heldout: torch.Tensor, const
             **reference_predictors(data, mc, tr_idx, ho_idx),
             "n_states": len(ho_idx), "calibration": calibration(v_ho, mc_ho),
             **first_error_signal(data, v_all, heldout)}
+
+
+def evaluate_critic(critic, data: dict, heldout: torch.Tensor, const: float) -> dict:
+    """critic_heldout of the critic's V on every state of a round's rollouts."""
+    return critic_heldout(state_values(critic, unflat(data["states"]), EOT_ID), data, heldout,
+                          const)

@@ -25,12 +25,10 @@ import datetime
 import os
 import signal
 import sys
-from functools import partialmethod
 
 import torch
 import torch.distributed as tdist
 from torch import nn
-from tqdm import tqdm
 
 from common import UserError, lost_rank
 from model import pick_device
@@ -71,9 +69,8 @@ def setup(name: str) -> torch.device:
         tdist.init_process_group(backend, timeout=TIMEOUT)
         atexit.register(teardown)
         signal.signal(signal.SIGTERM, stopped)
-        if rank() != 0:  # one log: rank 0's (errors still reach stderr from every rank)
-            sys.stdout = open(os.devnull, "w")
-            tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)
+        if rank() != 0:  # one log: rank 0's (errors still reach stderr from every rank;
+            sys.stdout = open(os.devnull, "w")  # common.progress shows rank 0's bars only)
     return device
 
 

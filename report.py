@@ -162,6 +162,12 @@ def plot_calibration(cal: list[dict], path: Path) -> None:
     save_figure(fig, path)
 
 
+def show_critic(h: dict, n_problems: int, K: int, plot: Path) -> None:
+    """The critic's held-out report printed (critic_report) and its reliability plot saved."""
+    print(critic_report(h, n_problems, K))
+    plot_calibration(h["calibration"], plot)
+
+
 # ----------------------------------------------------------------------------- many runs
 
 

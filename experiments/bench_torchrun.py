@@ -28,6 +28,7 @@ import torch
 from artifacts import read_results
 from common import UserError, friendly_errors, positive, save_json
 from report import grid
+from training import add_rollout_args
 
 ROOT = Path(__file__).resolve().parents[1]  # the project root
 
@@ -89,13 +90,18 @@ def parts(res: dict) -> list[tuple[str, float]]:
     return out
 
 
-def critic_flags(args) -> list[str]:
-    """The flags of pipeline.py's train_critic.py calls that --pipeline-args sets."""
+def rollout_flags(args) -> list[str]:
+    """The preset and the rollout flags (training.add_rollout_args) among the flags of
+    pipeline.py's train_critic.py calls that --pipeline-args sets."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--critic-args", default="")
     p.add_argument("--preset", default="cpu")
     given, _ = p.parse_known_args(shlex.split(args.pipeline_args))
-    return ["--preset", given.preset] + shlex.split(given.critic_args)
+    r = argparse.ArgumentParser(add_help=False)
+    add_rollout_args(r)
+    known, defaults = r.parse_known_args(shlex.split(given.critic_args))[0], r.parse_args([])
+    return ["--preset", given.preset] + [f"--{k.replace('_', '-')}={v}" for k, v in
+                                         vars(known).items() if v != getattr(defaults, k)]
 
 
 def rollouts_check(args, out: Path) -> dict:
@@ -108,9 +114,9 @@ def rollouts_check(args, out: Path) -> dict:
         shutil.copy2(out / "one" / name, d / name)
     save_json(d / "results.json", {"sft": read_results(out / "one")["sft"]})
     env, cmd = commands(args, out)["torchrun"]
-    cmd = cmd[:cmd.index("--") + 1] + [str(ROOT / "train_critic.py"), "--run-dir", str(d),
-                                       "--seed", str(args.seed), "--device", args.device,
-                                       "--rollouts-only"] + critic_flags(args)
+    cmd = cmd[:cmd.index("--")] + ["--module", "--", "baselines.rollouts", "--run-dir", str(d),
+                                   "--seed", str(args.seed), "--device", args.device] \
+        + rollout_flags(args)
     run("rollouts-check", env, cmd, out)
     rec = read_results(d)["rollouts_1"]
     return {"identical": same_rollouts(out / "one" / "rollouts_1.pt", d / "rollouts_1.pt"),

@@ -36,23 +36,23 @@ import report
 from experiments import sweep_report
 import train_actor
 import train_critic
-from baselines import train_grpo, train_ppo, train_rft
+from baselines import rollouts, train_eq12, train_grpo, train_ppo, train_rft
 
 SWEEPS = ("baselines", "rounds", "beta", "K", "figure2", "tune")
 BETAS = (0.01, 0.03, 0.1, 0.3, 1.0)
 KS = (2, 4, 8, 16)
 # The offline baselines with rounds of their own: a run folder each, ROOT/<name>-seed<S>, that
 # starts from the seed's pi_ref and round-1 rollouts; round 2 samples from its own actor.
-LINEAGES = (("rft", train_rft, []), ("response", train_actor, ["--advantage", "response"]),
-            ("step-mc", train_actor, ["--advantage", "step-mc"]))
+LINEAGES = (("rft", train_rft, []), ("response", train_eq12, ["--advantage", "response"]),
+            ("step-mc", train_eq12, ["--advantage", "step-mc"]))
 # The tuning grid: every method gets the same 5 trials, on one round's budget of generated tokens
 # for the online methods (to keep the trials affordable): its default learning rate and the two
 # next to it on a 1-3-10 ladder, then, at the default learning rate, the two ladder neighbours of
 # its beta (eq. 12) or KL weight. RFT has neither and gets the 5 learning rates around its default.
 # (method, results key, stage, its flags, the flag tuned besides --lr)
 TUNE = (("dapo", "dapo_1", train_actor, [], "beta"),
-        ("response", "dapo_1_response", train_actor, ["--advantage", "response"], "beta"),
-        ("step-mc", "dapo_1_step_mc", train_actor, ["--advantage", "step-mc"], "beta"),
+        ("response", "dapo_1_response", train_eq12, ["--advantage", "response"], "beta"),
+        ("step-mc", "dapo_1_step_mc", train_eq12, ["--advantage", "step-mc"], "beta"),
         ("rft", "rft_1", train_rft, [], None),
         ("grpo", "grpo_1", train_grpo, ["--budget-rounds", "1"], "kl"),
         ("ppo", "ppo_1", train_ppo, ["--budget-rounds", "1"], "kl"))
@@ -111,7 +111,7 @@ def jobs(args) -> list[tuple]:
         common = stage_argv(args, s)
         if args.sweep == "baselines":
             out.append(pipeline_job(args, s, 2, tuned.get("dapo")))
-            out.append((train_actor.main, common + ["--advantage", "oracle"]
+            out.append((train_eq12.main, common + ["--advantage", "oracle"]
                         + tuned.get("dapo", [])))
             out += [(train_grpo.main, common + tuned.get("grpo", [])),
                     (train_ppo.main, common + tuned.get("ppo", []))]
@@ -148,7 +148,7 @@ def lineage_jobs(args, seed: int, tuned: dict) -> list[tuple]:
         argv = stage_argv(args, seed, d)
         out += [(share_round1, [str(seed_dir(args, seed)), str(d)]),
                 (module.main, argv + extra + ["--as-pi-ref"]),
-                (train_critic.main, argv + ["--round", "2", "--rollouts-only"]),
+                (rollouts.main, argv + ["--round", "2"]),
                 (module.main, argv + extra + ["--round", "2"])]
     return out
 

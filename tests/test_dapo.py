@@ -110,11 +110,20 @@ def test_advantage_baseline_terminal_rule_and_filters_by_hand():
     assert float(flat.max() - flat.min()) < 0.1
 
 
-def test_build_pairs_applies_terminal_rule_and_filters():
+def test_advantage_groups_apply_terminal_rule_and_filters():
     """Guards against the actor's data builder diverging from the hand rules above: the same
-    numbers must come out of train_actor.build_pairs on a real (tiny) rollout structure."""
-    from train_actor import build_pairs, response_pairs
+    numbers must come out of dapo.sibling_actions -> critic_values -> advantage_groups on a
+    real (tiny) rollout structure, and out of the eq. 12 baselines' values."""
+    from baselines.train_eq12 import get_args, oracle_values, pairs, response_pairs
+    from dapo import advantage_groups, critic_values, sibling_actions
     from model import flat
+
+    def build_pairs(data, threshold, advantage, critic=None):
+        if advantage != "critic":
+            return pairs(data, get_args(["--advantage", advantage,
+                                         "--adv-threshold", str(threshold)]))
+        sibs = sibling_actions(data)
+        return advantage_groups(sibs, critic_values(critic, sibs), threshold)
 
     p = Problem(5, (("+", 3), ("*", 2)))  # "Q: 5+3*2\n", solution "5+3=8\nA: 8*2=16\n"
     s0 = encode(p.prompt)
@@ -148,6 +157,7 @@ def test_build_pairs_applies_terminal_rule_and_filters():
     assert stats["kept_states"] == 1  # only the exact terminal gap (1.0) survives
     groups, _ = build_pairs(data, 0.1, "oracle")  # oracle ablation: per-step truth
     assert groups[0]["adv"] == pytest.approx([0.5, -0.5])
+    assert oracle_values(sibling_actions(data))[0] == [1.0, 0.0]
     # the critic-less baselines: each continuation's own reward, then whole responses
     data["rewards"] = torch.tensor([[0.0, 0.0], [1.0, 0.0]])  # 5+3=8, yet the answer slipped
     groups, stats = build_pairs(data, 0.0, "step-mc")
@@ -196,7 +206,7 @@ def test_critic_examples_targets_by_hand():
     """Guards against misplaced critic targets: MC(s) at the last token of s, each later
     non-terminal state inside a continuation at its "\\n" with that continuation's reward, and
     no target on the finished solution (terminal) or on the stop token."""
-    from train_critic import critic_examples
+    from training import critic_examples
 
     s0 = encode("Q: 5+3\n")  # 7 tokens, last index 6
     conts = [encode("5+3=8\nA: 8\n") + [EOT_ID], encode("5+3=9\nA: 9\n") + [EOT_ID]]

@@ -17,6 +17,7 @@ import torch
 import pipeline
 import train_actor
 import train_critic
+import training
 import train_sft
 from artifacts import check_rollouts, file_hash, load_rollouts
 from common import UserError, build_model, finite_json, prepare_run_dir, save_json
@@ -151,14 +152,14 @@ def test_pipeline_with_another_seed_on_a_finished_folder_stops(round1, tmp_path,
 
 def kill_after(monkeypatch, n_chunks: int):
     """Make train_critic's completion die (as at Ctrl-C) when it starts chunk n_chunks + 1."""
-    real, calls = train_critic.complete_chunk, {"n": 0}
+    real, calls = training.complete_chunk, {"n": 0}
 
     def dying(*args, **kw):
         calls["n"] += 1
         if calls["n"] > n_chunks:
             raise KeyboardInterrupt
         return real(*args, **kw)
-    monkeypatch.setattr(train_critic, "complete_chunk", dying)
+    monkeypatch.setattr(training, "complete_chunk", dying)
     return real
 
 
@@ -173,7 +174,7 @@ def test_resume_with_another_sample_batch_stops(round1, tmp_path, monkeypatch, c
     real = kill_after(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         train_critic.main(["--run-dir", str(d)] + CRITIC)
-    monkeypatch.setattr(train_critic, "complete_chunk", real)
+    monkeypatch.setattr(training, "complete_chunk", real)
     small = CRITIC + ["--sample-batch", "7"]
     code, err = run(train_critic.main, ["--run-dir", str(d)] + small, capsys)
     assert code == 2 and "was made with --sample-batch 512, not 7" in err

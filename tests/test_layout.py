@@ -16,11 +16,13 @@ SOURCES = MODULES + sorted((ROOT / "tests").rglob("*.py"))
 # the scripts, by module name: DAPO's stages at the top level, the rest in their rooms
 DAPO_STAGES = {"train_sft", "train_critic", "train_actor"}
 STAGES = DAPO_STAGES | {"pipeline", "course.exercise", "baselines.train_rft",
-                        "baselines.train_grpo", "baselines.train_ppo", "experiments.sweep",
+                        "baselines.train_grpo", "baselines.train_ppo", "baselines.train_eq12",
+                        "baselines.rollouts", "experiments.sweep",
                         "experiments.bench", "experiments.bench_torchrun"}
 DRIVERS = {"pipeline": DAPO_STAGES, "course.exercise": DAPO_STAGES,  # they call the stages
            "experiments.sweep": DAPO_STAGES | {"pipeline", "baselines.train_rft",
-                                               "baselines.train_grpo", "baselines.train_ppo"}}
+                                               "baselines.train_grpo", "baselines.train_ppo",
+                                               "baselines.train_eq12", "baselines.rollouts"}}
 
 
 def module_name(path: Path) -> str:

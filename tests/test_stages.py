@@ -14,6 +14,8 @@ import artifacts
 import pipeline
 import train_actor
 import train_critic
+import training
+from baselines import train_eq12
 import train_sft
 from tiny import ACTOR, CRITIC, SFT, run
 
@@ -86,7 +88,7 @@ def test_critic_and_actor_smoke(sft_dir, tmp_path, capsys):
     assert set(rec) >= {"val", "test", "ood", "filter"}
     assert (d / "actor_1.pt").exists()
     for variant in ("step-mc", "response", "oracle"):  # the baselines and the ablation
-        rec = train_actor.main(["--run-dir", str(d), "--advantage", variant] + ACTOR)
+        rec = train_eq12.main(["--run-dir", str(d), "--advantage", variant] + ACTOR)
         name = variant.replace("-", "_")
         assert (d / f"actor_1_{name}.pt").exists() and rec["advantage"] == variant
         assert f"dapo_1_{name}" in json.loads((d / "results.json").read_text())
@@ -113,20 +115,20 @@ def test_resume_after_interrupted_completion_gives_same_mc(sft_dir, tmp_path, mo
     argv = CRITIC + ["--epochs", "1"]
     train_critic.main(["--run-dir", str(a)] + argv)
     calls = {"n": 0}
-    real = train_critic.complete_chunk
+    real = training.complete_chunk
 
     def dying(*args, **kw):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt  # as if Ctrl-C arrived during the third chunk
         return real(*args, **kw)
-    monkeypatch.setattr(train_critic, "complete_chunk", dying)
+    monkeypatch.setattr(training, "complete_chunk", dying)
     with pytest.raises(KeyboardInterrupt):
         train_critic.main(["--run-dir", str(b)] + argv)
     parts = sorted(p.name for p in (b / "rollouts_1.parts").iterdir())
     assert parts == ["complete_00000.pt", "complete_00001.pt", "generate.pt"]
     assert not (b / "rollouts_1.pt").exists()
-    monkeypatch.setattr(train_critic, "complete_chunk", real)
+    monkeypatch.setattr(training, "complete_chunk", real)
     train_critic.main(["--run-dir", str(b)] + argv)
     ra = torch.load(a / "rollouts_1.pt", weights_only=True)
     rb = torch.load(b / "rollouts_1.pt", weights_only=True)
@@ -279,8 +281,8 @@ def test_critic_step_loss_language_model_term_by_hand():
                            value_surprisal=True))
     examples = [([65, 66, NL_ID, 49, 50, NL_ID, 51], [(2, 0.5), (5, 1.0)]),
                 ([70, NL_ID, 52, 53], [(1, 0.25)])]
-    plain, bce0, lm0 = train_critic.critic_step_loss(critic, examples, torch.device("cpu"))
-    both, bce, lm = train_critic.critic_step_loss(critic, examples, torch.device("cpu"),
+    plain, bce0, lm0 = training.critic_step_loss(critic, examples, torch.device("cpu"))
+    both, bce, lm = training.critic_step_loss(critic, examples, torch.device("cpu"),
                                                   lm_coef=0.7)
     assert float(plain) == float(bce0) == pytest.approx(float(bce)) and float(lm0) == 0
     nll = []

@@ -24,14 +24,15 @@ def test_jobs_share_one_run_folder_per_seed_and_start_with_its_pipeline():
     assert len(jobs) == 2 * 16 and jobs[0].startswith("python pipeline.py --run-dir R/seed0 "
                                                       "--seed 0 --rounds 2")
     assert all("R/seed1" in j or "-seed1" in j for j in jobs[16:])
-    starts = ["python pipeline.py ", "python train_actor.py ", "python -m baselines.train_grpo ",
-              "python -m baselines.train_ppo "]
+    starts = ["python pipeline.py ", "python -m baselines.train_eq12 ",
+              "python -m baselines.train_grpo ", "python -m baselines.train_ppo "]
     assert all(j.startswith(s) for j, s in zip(jobs[:4], starts)), jobs[:4]
     rft = jobs[4:8]
     assert rft[0] == "(share the SFT stage and round-1 rollouts of R/seed0 with R/rft-seed0)"
     assert rft[1].startswith("python -m baselines.train_rft --run-dir R/rft-seed0")
     assert "--as-pi-ref" in rft[1]
-    assert "--round 2 --rollouts-only" in rft[2] and "R/rft-seed0" in rft[2]
+    assert rft[2].startswith("python -m baselines.rollouts ") and "R/rft-seed0" in rft[2]
+    assert rft[2].endswith("--round 2")
     assert rft[3].endswith("--round 2") and "baselines.train_rft" in rft[3]
     control = sweep.get_args(["baselines", "--seeds", "0", "--fuse-prob", "0", "--root", "R"])
     assert "--run-dir R/fuse0-seed0" in sweep.command(*sweep.jobs(control)[0])
@@ -259,29 +260,29 @@ def test_a_tag_names_the_files_and_refuses_odd_characters(tmp_path, capsys):
 def test_a_baseline_s_own_second_round_samples_from_its_own_actor(tmp_path, capsys):
     """Guards against a baseline's round 2 trained on DAPO's samples, or on samples whose cost
     the table does not count: --as-pi-ref makes the baseline's actor the next pi_ref, and
-    train_critic.py --rollouts-only rolls out from it, with no critic and a cost record."""
-    import train_actor
+    baselines/rollouts.py rolls out from it, with no critic and a cost record."""
     from artifacts import file_hash, share_round1
-    from tiny import ACTOR
+    from baselines import rollouts, train_eq12
+    from tiny import ACTOR, ROLLOUTS
     seed, own = tmp_path / "seed0", tmp_path / "step-mc-seed0"
     train_sft.main(["--run-dir", str(seed)] + SFT)
     train_critic.main(["--run-dir", str(seed)] + CRITIC)
     share_round1(seed, own)
     argv = ["--run-dir", str(own), "--advantage", "step-mc"] + ACTOR
-    train_actor.main(argv + ["--as-pi-ref"])
+    train_eq12.main(argv + ["--as-pi-ref"])
     assert (own / "actor_1.pt").exists() and not (own / "actor_1_step_mc.pt").exists()
-    train_critic.main(["--run-dir", str(own), "--round", "2", "--rollouts-only"] + CRITIC)
+    rollouts.main(["--run-dir", str(own), "--round", "2"] + ROLLOUTS)
     assert not (own / "critic_2.pt").exists()
     rolls = torch.load(own / "rollouts_2.pt", weights_only=True)
     assert rolls["made_by"]["inputs"]["actor_1.pt"] == file_hash(own / "actor_1.pt")
-    train_actor.main(argv + ["--round", "2"])
+    train_eq12.main(argv + ["--round", "2"])
     res = json.loads((own / "results.json").read_text())
     assert res["rollouts_2"]["generated_tokens"] == (rolls["generated_tokens"]
                                                      + rolls["completion_tokens"])
     tokens, _ = sweep_report.method_cost(res, "dapo_2_step_mc")
     assert tokens == res["rollouts_1"]["generated_tokens"] + res["rollouts_2"]["generated_tokens"]
     capsys.readouterr()
-    train_critic.main(["--run-dir", str(own), "--round", "2", "--rollouts-only"] + CRITIC)
+    rollouts.main(["--run-dir", str(own), "--round", "2"] + ROLLOUTS)
     assert "up to date with these flags: skipped" in capsys.readouterr().out
 
 

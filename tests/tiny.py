@@ -6,8 +6,9 @@ from common import friendly_errors
 SFT = ["--steps", "40", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--eval-n", "12",
        "--batch-size", "16", "--min-steps", "1", "--max-steps", "2", "--ood-steps", "3",
        "--log-every", "10", "--device", "cpu", "--lr", "1e-2"]
-CRITIC = ["--problems", "12", "--n1", "4", "--n", "2", "--K", "3", "--epochs", "1",
-          "--chunk", "5", "--batch-size", "8", "--device", "cpu"]
+ROLLOUTS = ["--problems", "12", "--n1", "4", "--n", "2", "--K", "3", "--chunk", "5", "--device",
+            "cpu"]
+CRITIC = ROLLOUTS + ["--epochs", "1", "--batch-size", "8"]
 ACTOR = ["--eval-n", "12", "--adv-threshold", "0", "--device", "cpu", "--log-every", "2"]
 
 

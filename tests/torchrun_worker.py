@@ -12,6 +12,7 @@ import torch  # noqa: E402
 
 import train_actor  # noqa: E402
 import train_critic  # noqa: E402
+import training  # noqa: E402
 from baselines import train_grpo  # noqa: E402
 import train_sft  # noqa: E402
 from common import friendly_errors  # noqa: E402
@@ -20,14 +21,14 @@ STAGES = {"sft": train_sft, "critic": train_critic, "actor": train_actor, "grpo"
 
 
 def die_at(n: int) -> None:
-    real, calls = train_critic.complete_chunk, []
+    real, calls = training.complete_chunk, []
 
     def dying(*args, **kw):
         calls.append(1)
         if len(calls) == n:
             os._exit(3)
         return real(*args, **kw)
-    train_critic.complete_chunk = dying
+    training.complete_chunk = dying
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Exercise "actor-step": one training step of the actor (train_actor.batch_loss): eq. 12 on a
+"""Exercise "actor-step": one training step of the actor (dapo.batch_loss): eq. 12 on a
 batch of (state, action) pairs, with log pi(a|s) summed over the action's tokens and log
 pi_ref(a|s) taken from the cache computed once with the frozen pi_ref. Run:
 python -m course.exercise test --set actor-step. Eq. 12 itself is exercise "advantages"; here
@@ -8,7 +8,7 @@ one."""
 import pytest
 import torch
 
-import train_actor
+import dapo
 from data import EOT_ID
 from model import GPT, GPTConfig
 
@@ -17,7 +17,7 @@ from model import GPT, GPTConfig
 def own_eq12(monkeypatch):
     def eq12(logp, ref_logp, adv, beta):
         return 0.5 * ((adv / beta - (logp - ref_logp)) ** 2).mean()
-    monkeypatch.setattr(train_actor, "dapo_loss", eq12)
+    monkeypatch.setattr(dapo, "dapo_loss", eq12)
 
 
 def summed_logprob(model, state, action) -> float:
@@ -39,7 +39,7 @@ def setup():
 
 def test_batch_loss_is_eq12_on_summed_logprobs_against_the_cached_reference():
     actor, groups = setup()
-    loss, sums = train_actor.batch_loss(actor, groups, [0, 1], 0.5, torch.device("cpu"))
+    loss, sums = dapo.batch_loss(actor, groups, [0, 1], 0.5, torch.device("cpu"))
     pairs = [(g["state"], a, A, float(r)) for g in groups
              for a, A, r in zip(g["actions"], g["adv"], g["ref_logp"])]
     want = sum((A / 0.5 - (summed_logprob(actor, s, a) - r)) ** 2
@@ -53,7 +53,7 @@ def test_batch_loss_is_eq12_on_summed_logprobs_against_the_cached_reference():
 
 def test_batch_loss_only_reads_the_states_it_is_given():
     actor, groups = setup()
-    loss, sums = train_actor.batch_loss(actor, groups, [1], 0.5, torch.device("cpu"))
+    loss, sums = dapo.batch_loss(actor, groups, [1], 0.5, torch.device("cpu"))
     s, a = groups[1]["state"], groups[1]["actions"][0]
     want = 0.5 * (0.1 / 0.5 - (summed_logprob(actor, s, a) + 3.0)) ** 2
     assert float(loss) == pytest.approx(want, rel=1e-4) and int(sums[1]) == 1, (
@@ -62,7 +62,7 @@ def test_batch_loss_only_reads_the_states_it_is_given():
 
 def test_batch_loss_trains_the_actor():
     actor, groups = setup()
-    loss, _ = train_actor.batch_loss(actor, groups, [0, 1], 0.5, torch.device("cpu"))
+    loss, _ = dapo.batch_loss(actor, groups, [0, 1], 0.5, torch.device("cpu"))
     hint = ("likely mistake: the loss must be differentiable in the actor's log-probs (do not "
             "compute them under torch.no_grad or detach them)")
     assert loss.requires_grad, hint

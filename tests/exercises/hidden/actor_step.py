@@ -1,11 +1,11 @@
 import torch
 
-import train_actor
+import dapo
 from model import GPT, GPTConfig
 
 
 def test_batch_loss_on_fresh_groups(rng, monkeypatch):
-    monkeypatch.setattr(train_actor, "dapo_loss", lambda lp, r, a, b: 0.5 * (
+    monkeypatch.setattr(dapo, "dapo_loss", lambda lp, r, a, b: 0.5 * (
         (a / b - (lp - r)) ** 2).mean())
     torch.manual_seed(rng.randrange(1000))
     actor = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32))
@@ -16,7 +16,7 @@ def test_batch_loss_on_fresh_groups(rng, monkeypatch):
         g["adv"] = [rng.uniform(-1, 1) for _ in g["actions"]]
         g["ref_logp"] = torch.tensor([rng.uniform(-9, -1) for _ in g["actions"]])
     beta, b = rng.uniform(0.05, 1), [0, 2]
-    loss, _ = train_actor.batch_loss(actor, groups, b, beta, torch.device("cpu"))
+    loss, _ = dapo.batch_loss(actor, groups, b, beta, torch.device("cpu"))
     terms = []
     with torch.no_grad():
         for i in b:
