@@ -183,6 +183,13 @@ def load_policy(run_dir: Path, rnd: int, device):
                       policy_hint(rnd), value_head=False)
 
 
+def load_policy_file(path: Path, device) -> tuple:
+    """(a saved policy, sft.pt or actor_R.pt, in eval mode, its task, its data seed)."""
+    model, ckpt = load_model(path, device, "policy checkpoint",
+                             "give the path of an sft.pt or actor_R.pt", value_head=False)
+    return (model.eval(), *task_of(ckpt, path))
+
+
 def load_pi_ref(run_dir: Path, rnd: int, device) -> tuple:
     """(pi_ref of round rnd in eval mode, the task it was trained on, its data seed)."""
     model, ckpt = load_policy(run_dir, rnd, device)
@@ -340,12 +347,12 @@ class Stage:
         return finish_stage(self.run_dir, self.name, record, self.t_start)
 
 
-def open_stage(args, name: str, out: Path) -> Stage:
-    """The start of a stage that reads earlier stages' files: its device (this rank's under
-    torchrun), the run folder (it must exist and be writable), results.json (a malformed one
-    stops here, not after training) and the clock of its wall time."""
+def open_stage(args, name: str, out: Path, must_exist: bool = True) -> Stage:
+    """The start of a stage: its device (this rank's under torchrun), the run folder (writable;
+    it must exist unless the stage reads no earlier stage's files), results.json (a malformed
+    one stops here, not after training) and the clock of its wall time."""
     device = parallel.setup(args.device)
-    run_dir = prepare_run_dir(args.run_dir, must_exist=True)
+    run_dir = prepare_run_dir(args.run_dir, must_exist=must_exist)
     read_results(run_dir)
     return Stage(args, name, Path(out), run_dir, device)
 

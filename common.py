@@ -22,6 +22,7 @@ import torch
 import torch.distributed as tdist
 from tqdm import tqdm
 
+from data import VOCAB_SIZE, max_tokens
 from model import GPT, GPTConfig, config_dict
 
 
@@ -84,6 +85,24 @@ PRESETS: dict[str, dict[str, dict]] = {
 }
 
 
+
+def check_task_args(args) -> None:
+    """The task flags (data.TaskConfig) in range, and the longest problem inside the model."""
+    for name in ("min_steps", "max_steps", "ood_steps"):
+        positive(name.replace("_", "-"), getattr(args, name))
+    fraction("fuse-prob", args.fuse_prob)
+    if args.min_steps > args.max_steps:
+        raise UserError(f"--min-steps ({args.min_steps}) cannot exceed --max-steps "
+                        f"({args.max_steps})")
+    block = GPTConfig.block_size
+    for name in ("max_steps", "ood_steps"):
+        n = getattr(args, name)
+        if max_tokens(n) - 1 > block:
+            most = max(k for k in range(1, n) if max_tokens(k) - 1 <= block)
+            raise UserError(f"--{name.replace('_', '-')} {n}: a problem of {n} operations takes "
+                            f"up to {max_tokens(n)} tokens, more than the model's "
+                            f"{block + 1}; use at most {most}")
+
 def add_device_arg(group) -> None:
     """The --device flag, the same in every script (model.pick_device reads it)."""
     group.add_argument("--device", default="auto",
@@ -124,15 +143,20 @@ def add_force_arg(group) -> None:
                        "what differs); outputs made by exactly these are reused either way")
 
 
+def add_run_args(group) -> None:
+    """--device, --preset and --force, the same in every stage."""
+    add_device_arg(group)
+    add_preset_arg(group)
+    add_force_arg(group)
+
+
 def add_round_args(parser, seed_help: str):
     """The flags every DAPO stage shares: its run folder, round, seed, device, preset, force."""
     g = parser.add_argument_group("run")
     g.add_argument("--run-dir", default="runs/default", help="folder of the earlier stages")
     g.add_argument("--round", type=int, default=1, help="DAPO round R (1, 2, ...)")
     g.add_argument("--seed", type=int, default=0, help=seed_help)
-    add_device_arg(g)
-    add_preset_arg(g)
-    add_force_arg(g)
+    add_run_args(g)
 
 
 def add_tag_arg(group, as_pi_ref: bool = False) -> None:
@@ -316,6 +340,12 @@ def load_model(path: Path, device, what: str, hint: str, value_head: bool | None
         raise UserError(f"{path} does not hold a model of this project ({e}); "
                         f"{hint.split('; ')[-1]}") from None
     return model.to(device), ckpt
+
+
+def model_from_args(args, device) -> GPT:
+    """A fresh GPT of the --n-layer, --n-embd and --n-head size on device (build_model)."""
+    return build_model(GPTConfig(vocab_size=VOCAB_SIZE, n_layer=args.n_layer,
+                                 n_embd=args.n_embd, n_head=args.n_head), device)
 
 
 def build_model(cfg: GPTConfig, device) -> GPT:

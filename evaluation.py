@@ -18,7 +18,7 @@ from data import (EOT_ID, Problem, TaskConfig, Verdict, decode, encode, eval_spl
                   verify)
 from model import GPT, generate, state_values, unflat
 import parallel
-from report import SPLITS, before_after_table
+from report import SPLITS, before_after_table, policy_table
 
 
 def solve(model: GPT, problems: list[Problem], temperature: float = 0.0,
@@ -82,6 +82,16 @@ def evaluate_splits(model: GPT, cfg: TaskConfig, n: int, data_seed: int,
             shown = fails
     return record, shown
 
+
+
+def splits_table(model: GPT, cfg: TaskConfig, n: int, data_seed: int, generator, label: str,
+                 show_failures: int = 0) -> dict:
+    """evaluate_splits (greedy, and sampled with the generator) printed as a table with up to
+    show_failures wrong greedy test solutions; returns the split records."""
+    record, failures = evaluate_splits(model, cfg, n, data_seed, generator,
+                                       keep_failures=show_failures)
+    print(policy_table(record, n, label, failures))
+    return record
 
 def pi_ref_accuracy(run_dir: Path, rnd: int, eval_n: int, cfg: TaskConfig, data_seed: int,
                     device) -> dict:

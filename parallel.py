@@ -5,7 +5,7 @@
 Without torchrun (no WORLD_SIZE above 1 in the environment) every function here does what one
 process would do and nothing else. Under torchrun, with gloo on CPU and NCCL on CUDA:
 
-- A.2's Monte Carlo chunks are shared out (train_critic.rollouts); each chunk has its own seed,
+- A.2's Monte Carlo chunks are shared out (training.rollouts); each chunk has its own seed,
   so the rollout files are the same bit for bit whatever the number of ranks. A.1 keeps its
   one random stream, so every rank samples it whole. Greedy evaluation is shared by problem
   (evaluation.evaluate);

@@ -132,12 +132,12 @@ def critic_report(h: dict, n_problems: int, K: int) -> str:
                    f"noise (K={K}); without it (an estimate against the true V) "
                    + (f"{true_v[0]:.4f} vs {true_v[1]:.4f}, ratio {true_v[0] / true_v[1]:.2f}"
                       if true_v else "unavailable: an estimate came out zero or negative"))
-    rd, re_ = (h[k] / max(h["brier_const"], 1e-12) for k in ("brier_by_depth",
-                                                              "brier_error_aware"))
+    by_depth, error_aware = (h[k] / max(h["brier_const"], 1e-12)
+                             for k in ("brier_by_depth", "brier_error_aware"))  # ratios
     out.append(f"  yardsticks, not critics: the mean MC of training states with as many steps "
-               f"taken, Brier {h['brier_by_depth']:.4f} (ratio {rd:.2f}); the same when also "
-               f"told by the verifier whether an earlier line is wrong, "
-               f"{h['brier_error_aware']:.4f} (ratio {re_:.2f})")
+               f"taken, Brier {h['brier_by_depth']:.4f} (ratio {by_depth:.2f}); the same when "
+               f"also told by the verifier whether an earlier line is wrong, "
+               f"{h['brier_error_aware']:.4f} (ratio {error_aware:.2f})")
     out.append("  calibration:  bin       n   mean V  mean MC")
     out += [f"               {r['bin']}  {r['n']:4d}   {r['mean_v']:.3f}   {r['mean_mc']:.3f}"
             for r in h["calibration"]]

@@ -17,17 +17,15 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from artifacts import (finish_stage, made_by, read_results, reusable, stamp, task_of, task_record)
-from common import (UserError, add_device_arg, add_force_arg, add_model_args, add_preset_arg,
-                    args_dict, build_model, fraction, friendly_errors, load_model, log_metrics,
-                    parse_with_preset, positive, prepare_run_dir, save_checkpoint)
-from evaluation import evaluate_splits
-from data import EOT_ID, VOCAB_SIZE, TaskConfig, TrainProblems, encode, max_tokens
-from model import GPTConfig, autocast
+from artifacts import load_policy_file, open_stage
+from common import (adam_step, add_model_args, add_run_args, check_task_args, fraction,
+                    friendly_errors, log_interval, model_from_args, parse_with_preset, positive,
+                    progress)
+from data import EOT_ID, TaskConfig, TrainProblems, encode
+from evaluation import splits_table
+from model import autocast
 import parallel
-from report import policy_table
 
 TASK = TaskConfig()  # the defaults of the task flags
 # The flags that change what sft.pt holds (its provenance, artifacts.made_by).
@@ -41,10 +39,8 @@ def get_args(argv=None):
     g = p.add_argument_group("run")
     g.add_argument("--run-dir", default="runs/default", help="folder for checkpoints and results")
     g.add_argument("--seed", type=int, default=0, help="one seed for data, init and sampling")
-    add_device_arg(g)
     g.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
-    add_preset_arg(g)
-    add_force_arg(g)
+    add_run_args(g)
     g = p.add_argument_group("task (data.TaskConfig)")
     g.add_argument("--min-steps", type=int, default=TASK.min_steps,
                    help=f"fewest operations per problem ({TASK.min_steps})")
@@ -79,23 +75,12 @@ def get_args(argv=None):
 def check_args(args) -> None:
     """Every numeric flag finite and in range, and the longest problem inside the model."""
     for name in ("steps", "batch_size", "eval_n", "n_layer", "n_embd", "n_head", "log_every",
-                 "min_steps", "max_steps", "ood_steps", "lr"):
+                 "lr"):
         positive(name.replace("_", "-"), getattr(args, name))
     for name in ("warmup", "weight_decay", "show_failures"):
         positive(name.replace("_", "-"), getattr(args, name), allow_zero=True)
     fraction("decay-frac", args.decay_frac)
-    fraction("fuse-prob", args.fuse_prob)
-    if args.min_steps > args.max_steps:
-        raise UserError(f"--min-steps ({args.min_steps}) cannot exceed --max-steps "
-                        f"({args.max_steps})")
-    block = GPTConfig.block_size
-    for name in ("max_steps", "ood_steps"):
-        n = getattr(args, name)
-        if max_tokens(n) - 1 > block:
-            most = max(k for k in range(1, n) if max_tokens(k) - 1 <= block)
-            raise UserError(f"--{name.replace('_', '-')} {n}: a problem of {n} operations takes "
-                            f"up to {max_tokens(n)} tokens, more than the model's "
-                            f"{block + 1}; use at most {most}")
+    check_task_args(args)
 
 
 def batch(problems, device, rng: random.Random, fuse_prob: float):
@@ -139,19 +124,14 @@ def lr_at(step: int, args) -> float:
 def evaluate_all(model, cfg: TaskConfig, data_seed: int, args, device, label: str) -> dict:
     """Greedy and sampled (temperature 1) accuracy on val, test and OOD; prints the table."""
     gen = torch.Generator(device=device).manual_seed(data_seed + 1)
-    record, failures = evaluate_splits(model, cfg, args.eval_n, data_seed, gen,
-                                       keep_failures=args.show_failures)
-    print(policy_table(record, args.eval_n, label, failures))
-    return record
+    return splits_table(model, cfg, args.eval_n, data_seed, gen, label, args.show_failures)
 
 
 def evaluate_checkpoint(args, device) -> dict:
     """--evaluate: a saved policy on the splits of the run that trained it; writes nothing."""
     path = Path(args.evaluate)
-    model, ckpt = load_model(path, device, "policy checkpoint",
-                             "give the path of an sft.pt or actor_R.pt", value_head=False)
-    cfg, data_seed = task_of(ckpt, path)  # the run's task and splits, not this call's flags
-    return evaluate_all(model.eval(), cfg, data_seed, args, device, args.evaluate)
+    model, cfg, data_seed = load_policy_file(path, device)  # the run's task, not these flags
+    return evaluate_all(model, cfg, data_seed, args, device, args.evaluate)
 
 
 def train(model, args, cfg: TaskConfig, device, run_dir: Path) -> tuple[float, int]:
@@ -162,8 +142,7 @@ def train(model, args, cfg: TaskConfig, device, run_dir: Path) -> tuple[float, i
     ddp = parallel.data_parallel(torch.compile(model) if args.compile else model)
     problems = TrainProblems(args.seed, cfg)
     t0, tokens, loss_sum = time.time(), 0, torch.zeros((), device=device)
-    bar = tqdm(range(args.steps), desc="sft", unit="step", dynamic_ncols=True)
-    for step in bar:
+    for step in progress(range(args.steps), desc="sft", unit="step"):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
         idx, targets, mask = batch(problems.take(step * args.batch_size, args.batch_size),
@@ -172,54 +151,42 @@ def train(model, args, cfg: TaskConfig, device, run_dir: Path) -> tuple[float, i
         tokens += idx.numel()
         with autocast(device):
             loss = ddp(rank_loss, idx, targets, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        adam_step(model, opt, loss)
         loss_sum += loss.detach()
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             n = (step % args.log_every) + 1
             avg = parallel.mean_of(loss_sum).item() / n  # one host sync per interval
-            if not math.isfinite(avg):
-                raise UserError(f"the SFT loss became {avg} by step {step + 1}; nothing was "
-                                "saved: lower --lr")
             loss_sum.zero_()
             dt = time.time() - t0
-            bar.write(f"step {step + 1}/{args.steps} | avg loss {avg:.4f} | "
-                      f"lr {lr_at(step, args):.2e} | {dt:.0f} s | {tokens / dt:,.0f} tok/s")
-            log_metrics(run_dir, {"stage": "sft", "step": step + 1, "loss": avg,
-                                  "lr": lr_at(step, args), "tok_s": tokens / dt})
+            log_interval(run_dir, {"stage": "sft", "step": step + 1, "loss": avg,
+                                   "lr": lr_at(step, args), "tok_s": tokens / dt}, avg,
+                         "the SFT loss", "lower --lr",
+                         f"step {step + 1}/{args.steps} | avg loss {avg:.4f} | lr "
+                         f"{lr_at(step, args):.2e} | {dt:.0f} s | {tokens / dt:,.0f} tok/s")
     return time.time() - t0, tokens
 
 
 def main(argv=None):
     args = get_args(argv)
-    device = parallel.setup(args.device)
     if args.evaluate:
-        return evaluate_checkpoint(args, device)
-    run_dir = prepare_run_dir(args.run_dir)
-    read_results(run_dir)  # a malformed results.json stops here, not after training
-    t_start, out = time.time(), run_dir / "sft.pt"
-    want = made_by("sft", args, MADE_BY, {})
-    record = reusable(run_dir, out, "sft", want, args.force, "policy checkpoint",
-                      eval_n=args.eval_n)
-    if record is not None:
-        return record
+        return evaluate_checkpoint(args, parallel.setup(args.device))
+    stage = open_stage(args, "sft", Path(args.run_dir) / "sft.pt", must_exist=False)
+    done = stage.reusable("policy checkpoint", MADE_BY, [], eval_n=args.eval_n)
+    if done is not None:
+        return done
+    device = stage.device
     cfg = TaskConfig(min_steps=args.min_steps, max_steps=args.max_steps,
                      ood_steps=args.ood_steps, fuse_prob=args.fuse_prob)
     torch.manual_seed(args.seed)
-    model = build_model(GPTConfig(vocab_size=VOCAB_SIZE, n_layer=args.n_layer,
-                                  n_embd=args.n_embd, n_head=args.n_head), device)
+    model = model_from_args(args, device)
     print(f"pi_ref: {model.num_params() / 1e6:.2f}M parameters on {device}; task {cfg}")
-    train_time, tokens = train(model, args, cfg, device, run_dir)
-    save_checkpoint(out, model, step=args.steps, stage="sft", args=args_dict(args),
-                    made_by=want, **task_record(cfg, args.seed))
-    print(f"saved {out} after {train_time:.0f} s of training")
+    train_time, tokens = train(model, args, cfg, device, stage.run_dir)
+    stage.save(model, args.steps, cfg, args.seed)
+    print(f"saved {stage.out} after {train_time:.0f} s of training")
     model.eval()
     record = evaluate_all(model, cfg, args.seed, args, device, "pi_ref (sft)")
-    record.update(train_time_s=train_time, train_tokens=tokens, params=model.num_params(),
-                  made_by=stamp(out, eval_n=args.eval_n))
-    return finish_stage(run_dir, "sft", record, t_start)
+    record.update(train_time_s=train_time, train_tokens=tokens, params=model.num_params())
+    return stage.finish(record, eval_n=args.eval_n)
 
 
 if __name__ == "__main__":

@@ -260,7 +260,7 @@ def critic_step_loss(critic, examples, device, lm_coef: float = 0.0) -> tuple:
     return bce + lm_coef * lm, bce, lm
 
 
-def shared_loss(critic, batch, device, lm_coef: float) -> tuple:
+def critic_rank_loss(critic, batch, device, lm_coef: float) -> tuple:
     """critic_step_loss on a batch of examples; under torchrun, on this rank's share of it
     (parallel.batch_share), its terms weighted for DDP: the BCE by targets, the LM term by
     the tokens after the prompt's end, which it averages over (parallel.share)."""
@@ -314,7 +314,7 @@ def fit_critic(critic, data, tr_idx, const, args, run_dir, device) -> int:
         for b in critic_batches(len(examples), args.batch_size, gen):
             for g in opt.param_groups:  # cosine decay over all steps
                 g["lr"] = g["base_lr"] * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss, bce, lm = ddp(shared_loss, [examples[i] for i in b], device, args.lm_coef)
+            loss, bce, lm = ddp(critic_rank_loss, [examples[i] for i in b], device, args.lm_coef)
             adam_step(critic, opt, loss)
             sums += torch.stack([bce.detach(), lm.detach()])
             step += 1

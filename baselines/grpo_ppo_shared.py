@@ -12,21 +12,17 @@ generated, so the comparison is at an equal budget.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from pathlib import Path
 
 import torch
 
-from artifacts import (finish_stage, load_policy, made_by, policy_path, read_results, reusable,
-                       stamp, task_of, task_record)
-from common import (UserError, add_tag_arg, args_dict, log_metrics, positive, prepare_run_dir,
-                    save_checkpoint, tag_suffix)
+from artifacts import load_policy, open_stage, policy_path, read_results, task_of
+from common import UserError, add_tag_arg, log_interval, positive, tag_suffix
 from dapo import max_solution_tokens
 from evaluation import accuracy_vs_pi_ref, evaluate_splits
 from data import EOT_ID, decode, encode, round_problems, verify
 from model import autocast, generate, pack_continuations, token_logprobs
-import parallel
 
 # The flags of every online baseline that change what its checkpoint holds (artifacts.made_by).
 MADE_BY = ("seed", "lr", "kl", "clip", "updates", "batch_problems", "budget", "problems")
@@ -115,16 +111,13 @@ def train(policy, problems, step, ctx: dict, args, device) -> tuple[list, int]:
         batch = [problems[(start + k) % len(problems)] for k in range(args.batch_problems)]
         used, sample_s, reward, loss = step(batch)
         tokens, n, sampling = tokens + used, n + 1, sampling + sample_s
-        if not math.isfinite(loss):
-            raise UserError(f"the {ctx['stage']} loss became {loss} at step {n}; nothing was "
-                            "saved: lower --lr")
-        wall = time.time() - t0
-        print(f"{ctx['stage']} step {n} | {tokens:,}/{args.budget:,} tokens | mean reward "
-              f"{reward:.3f} | loss {loss:.4f} | sampling {tokens / sampling:,.0f} tok/s | "
-              f"{wall:.0f} s")
-        log_metrics(ctx["run_dir"], {"stage": ctx["stage"], "step": n, "tokens": tokens,
-                                     "reward": reward, "loss": loss,
-                                     "sample_tok_s": tokens / sampling})
+        log_interval(ctx["run_dir"], {"stage": ctx["stage"], "step": n, "tokens": tokens,
+                                      "reward": reward, "loss": loss,
+                                      "sample_tok_s": tokens / sampling}, loss,
+                     f"the {ctx['stage']} loss", "lower --lr",
+                     f"{ctx['stage']} step {n} | {tokens:,}/{args.budget:,} tokens | mean "
+                     f"reward {reward:.3f} | loss {loss:.4f} | sampling "
+                     f"{tokens / sampling:,.0f} tok/s | {time.time() - t0:.0f} s")
         if tokens >= next_eval and tokens < args.budget:
             rec, _ = evaluate_splits(policy, ctx["cfg"], args.eval_n, ctx["data_seed"])
             curve.append({"tokens": tokens, **{s: rec[s]["greedy_acc"] for s in rec}})
@@ -134,54 +127,43 @@ def train(policy, problems, step, ctx: dict, args, device) -> tuple[list, int]:
     return curve, tokens
 
 
-def start(run_dir: Path, args, name: str, made_by_keys: tuple, device):
-    """The stage's output path, fingerprint and either its up-to-date record (nothing to do)
-    or (policy, frozen pi_ref, context, problems) to train from."""
-    args.budget = budget_of(run_dir, args)
-    stage = f"{name}_{args.round}{tag_suffix(args.tag)}"
-    out = run_dir / f"actor_{args.round}_{name}{tag_suffix(args.tag)}.pt"
-    pi_ref = policy_path(run_dir, args.round)
-    want = made_by(stage, args, made_by_keys, {pi_ref.name: pi_ref})
-    record = reusable(run_dir, out, stage, want, args.force, f"{name.upper()} checkpoint",
-                      eval_n=args.eval_n)
+def start(stage, args, name: str, made_by_keys: tuple):
+    """Either the stage's up-to-date record (nothing to do) or (policy, frozen pi_ref, context,
+    problems) to train from."""
+    args.budget = budget_of(stage.run_dir, args)
+    pi_ref = policy_path(stage.run_dir, args.round)
+    record = stage.reusable(f"{name.upper()} checkpoint", made_by_keys, [pi_ref],
+                            eval_n=args.eval_n)
     if record is not None:
-        return out, want, record, None
-    policy, pckpt = load_policy(run_dir, args.round, device)
-    ref = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref, frozen
+        return record, None
+    policy, pckpt = load_policy(stage.run_dir, args.round, stage.device)
     cfg, data_seed = task_of(pckpt, pi_ref)
-    ctx = {"stage": stage, "run_dir": run_dir, "cfg": cfg, "data_seed": data_seed}
+    ref = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref, frozen
+    ctx = {"stage": stage.name, "run_dir": stage.run_dir, "cfg": cfg, "data_seed": data_seed}
     problems = round_problems(data_seed, cfg, args.round, args.problems)
     print(f"round {args.round}: {name.upper()} from {pi_ref}, kl={args.kl}, lr={args.lr}, "
           f"budget {args.budget:,} generated tokens")
-    return out, want, None, (policy, ref, ctx, problems)
+    return None, (policy, ref, ctx, problems)
 
 
 def run(args, name: str, made_by_keys: tuple, make_step, seed_offset: int) -> dict:
     """A whole online stage: the run folder, reuse or training, saving and evaluation.
     make_step(policy, frozen pi_ref, run folder, generator, device) returns the step that
-    online.train calls; the generator draws every sample, seeded by --seed and seed_offset."""
-    device = parallel.setup(args.device)  # under torchrun: the same work on every rank
-    run_dir = prepare_run_dir(args.run_dir, must_exist=True)
-    t_start = time.time()
-    out, want, record, todo = start(run_dir, args, name, made_by_keys, device)
+    train calls; the generator draws every sample, seeded by --seed and seed_offset. Under
+    torchrun every rank does the same work."""
+    suffix = tag_suffix(args.tag)
+    stage = open_stage(args, f"{name}_{args.round}{suffix}",
+                       Path(args.run_dir) / f"actor_{args.round}_{name}{suffix}.pt")
+    record, todo = start(stage, args, name, made_by_keys)
     if record is not None:
         return record
     policy, ref, ctx, problems = todo
-    gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + seed_offset)
-    step = make_step(policy, ref, run_dir, gen, device)
-    curve, tokens = train(policy, problems, step, ctx, args, device)
-    return finish(policy, out, want, ctx, curve, tokens, args, t_start, device)
-
-
-def finish(policy, out: Path, want: dict, ctx: dict, curve: list, tokens: int, args,
-           t_start: float, device) -> dict:
-    """Save the trained policy, evaluate it against pi_ref, close the curve with the final
-    evaluation and write the stage's results record."""
-    save_checkpoint(out, policy, step=len(curve), stage=ctx["stage"], args=args_dict(args),
-                    made_by=want, **task_record(ctx["cfg"], ctx["data_seed"]))
-    record = accuracy_vs_pi_ref(policy.eval(), ctx["run_dir"], args.round, args.eval_n,
-                                ctx["cfg"], ctx["data_seed"], device)
+    gen = torch.Generator(device=stage.device).manual_seed(args.seed * 1000 + seed_offset)
+    step = make_step(policy, ref, stage.run_dir, gen, stage.device)
+    curve, tokens = train(policy, problems, step, ctx, args, stage.device)
+    stage.save(policy, len(curve), ctx["cfg"], ctx["data_seed"])
+    record = accuracy_vs_pi_ref(policy.eval(), stage.run_dir, args.round, args.eval_n,
+                                ctx["cfg"], ctx["data_seed"], stage.device)
     curve.append({"tokens": tokens, **{s: r["greedy_acc"] for s, r in record.items()}})
-    record.update(generated_tokens=tokens, curve=curve, lr=args.lr, kl=args.kl,
-                  made_by=stamp(out, eval_n=args.eval_n))
-    return finish_stage(ctx["run_dir"], ctx["stage"], record, t_start)
+    record.update(generated_tokens=tokens, curve=curve, lr=args.lr, kl=args.kl)
+    return stage.finish(record, eval_n=args.eval_n)

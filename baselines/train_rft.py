@@ -16,23 +16,18 @@ RUN_DIR/actor_R_rft.pt and results.json["rft_R"].
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import time
+from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from artifacts import (actor_path, check_made_from, finish_stage, load_policy, load_rollouts,
-                       made_by, policy_path, read_results, reusable, rollouts_path, stamp, task_of,
-                       task_record)
-from model import autocast, pack_continuations, unflat
-from common import (UserError, adam_step, adamw, add_round_args, add_tag_arg, args_dict,
-                    friendly_errors, log_metrics, parse_with_preset, positive, prepare_run_dir,
-                    save_checkpoint, tag_suffix)
+from artifacts import actor_path, load_policy, open_stage, round_inputs, task_of
+from common import (UserError, adam_step, adamw, add_round_args, add_tag_arg, friendly_errors,
+                    log_interval, parse_with_preset, positive, progress, tag_suffix)
 from data import EOT_ID, decode, encode, parse_prompt, verify
-import parallel
 from evaluation import accuracy_vs_pi_ref
+from model import autocast, pack_continuations, unflat
 
 # The flags that change what actor_R_rft.pt holds (artifacts.made_by).
 MADE_BY = ("seed", "lr", "epochs", "batch_size")
@@ -98,18 +93,15 @@ def train(model, prompts, responses, args, run_dir, device) -> tuple[int, float]
     batches = [o[i:i + args.batch_size] for o in order
                for i in range(0, len(o), args.batch_size)]
     t0, total = time.time(), torch.zeros((), device=device)
-    for step, b in enumerate(tqdm(batches, desc="rft", unit="step", dynamic_ncols=True), 1):
+    for step, b in enumerate(progress(batches, desc="rft", unit="step"), 1):
         loss, _ = rft_loss(model, [prompts[i] for i in b], [responses[i] for i in b], device)
         adam_step(model, opt, loss)
         total += loss.detach()
         if step % args.log_every == 0 or step == len(batches):
             avg = total.item() / ((step - 1) % args.log_every + 1)  # one sync per interval
-            if not math.isfinite(avg):
-                raise UserError(f"the RFT loss became {avg} by step {step}; nothing was "
-                                "saved: lower --lr")
-            print(f"rft step {step}/{len(batches)} | avg loss {avg:.4f} | "
-                  f"{time.time() - t0:.0f} s")
-            log_metrics(run_dir, {"stage": f"rft_{args.round}", "step": step, "loss": avg})
+            log_interval(run_dir, {"stage": f"rft_{args.round}", "step": step, "loss": avg}, avg,
+                         "the RFT loss", "lower --lr", f"rft step {step}/{len(batches)} | avg "
+                         f"loss {avg:.4f} | {time.time() - t0:.0f} s")
             total.zero_()
     model.eval()
     return len(batches), time.time() - t0
@@ -117,36 +109,28 @@ def train(model, prompts, responses, args, run_dir, device) -> tuple[int, float]
 
 def main(argv=None):
     args = get_args(argv)
-    device = parallel.setup(args.device)  # under torchrun: the same work on every rank
-    run_dir = prepare_run_dir(args.run_dir, must_exist=True)
-    read_results(run_dir)  # a malformed results.json stops here, not after training
-    t_start, stage = time.time(), f"rft_{args.round}{tag_suffix(args.tag)}"
-    out = actor_path(run_dir, args.round, f"_rft{tag_suffix(args.tag)}", args.as_pi_ref)
-    pi_ref, rolls = policy_path(run_dir, args.round), rollouts_path(run_dir, args.round)
-    data = load_rollouts(run_dir, args.round)
-    check_made_from(data, rolls, [pi_ref], f"make it again with train_critic.py --round "
-                    f"{args.round} --force")
-    want = made_by(stage, args, MADE_BY, {pi_ref.name: pi_ref, rolls.name: rolls})
-    record = reusable(run_dir, out, stage, want, args.force, "RFT checkpoint",
-                      eval_n=args.eval_n)
-    if record is not None:
-        return record
-    model, pckpt = load_policy(run_dir, args.round, device)
-    cfg, data_seed = task_of(pckpt, pi_ref)
+    suffix = tag_suffix(args.tag)  # under torchrun every rank does the same work
+    stage = open_stage(args, f"rft_{args.round}{suffix}",
+                       actor_path(Path(args.run_dir), args.round, f"_rft{suffix}", args.as_pi_ref))
+    data, inputs = round_inputs(stage.run_dir, args.round, critic=False)
+    done = stage.reusable("RFT checkpoint", MADE_BY, inputs, eval_n=args.eval_n)
+    if done is not None:
+        return done
+    model, pckpt = load_policy(stage.run_dir, args.round, stage.device)
+    cfg, data_seed = task_of(pckpt, inputs[0])
     prompts, responses, looked_at = correct_responses(data)
     if not responses:
-        raise UserError(f"none of the {looked_at} responses in {rolls} is correct, so RFT has "
-                        "nothing to train on; roll out more problems")
+        raise UserError(f"none of the {looked_at} responses in {inputs[1]} is correct, so RFT "
+                        "has nothing to train on; roll out more problems")
     print(f"round {args.round}: RFT on {len(responses)} distinct correct responses of "
           f"{looked_at} sampled ones; lr={args.lr}")
-    steps, train_time = train(model, prompts, responses, args, run_dir, device)
-    save_checkpoint(out, model, step=steps, stage=stage, args=args_dict(args), made_by=want,
-                    **task_record(cfg, data_seed))
-    record = accuracy_vs_pi_ref(model.eval(), run_dir, args.round, args.eval_n, cfg, data_seed,
-                                device)
+    steps, train_time = train(model, prompts, responses, args, stage.run_dir, stage.device)
+    stage.save(model, steps, cfg, data_seed)
+    record = accuracy_vs_pi_ref(model.eval(), stage.run_dir, args.round, args.eval_n, cfg,
+                                data_seed, stage.device)
     record.update(responses=len(responses), candidates=looked_at, lr=args.lr,
-                  train_time_s=train_time, made_by=stamp(out, eval_n=args.eval_n))
-    return finish_stage(run_dir, stage, record, t_start)
+                  train_time_s=train_time)
+    return stage.finish(record, eval_n=args.eval_n)
 
 
 if __name__ == "__main__":

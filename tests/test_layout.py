@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROOMS = ("baselines", "experiments", "course")  # the folders beside the method's top level
+ROOMS = ("baselines", "experiments", "course", "tasks")  # the folders beside the top level
 MODULES = sorted(ROOT.glob("*.py")) + [p for r in ROOMS for p in sorted((ROOT / r).glob("*.py"))
                                       if p.name != "__init__.py"]
 SOURCES = MODULES + sorted((ROOT / "tests").rglob("*.py"))
@@ -18,7 +18,8 @@ DAPO_STAGES = {"train_sft", "train_critic", "train_actor"}
 STAGES = DAPO_STAGES | {"pipeline", "course.exercise", "baselines.train_rft",
                         "baselines.train_grpo", "baselines.train_ppo", "baselines.train_eq12",
                         "baselines.rollouts", "experiments.sweep",
-                        "experiments.bench", "experiments.bench_torchrun"}
+                        "experiments.bench", "experiments.bench_torchrun",
+                        "experiments.same_runs"}
 DRIVERS = {"pipeline": DAPO_STAGES, "course.exercise": DAPO_STAGES,  # they call the stages
            "experiments.sweep": DAPO_STAGES | {"pipeline", "baselines.train_rft",
                                                "baselines.train_grpo", "baselines.train_ppo",
@@ -59,6 +60,20 @@ def test_the_method_module_imports_only_the_task_and_the_model():
     module a reader opens to learn the method."""
     project = {module_name(p) for p in MODULES}
     assert imported(ROOT / "dapo.py") & project <= {"data", "model"}
+
+
+@pytest.mark.parametrize("stage", sorted(DAPO_STAGES))
+def test_a_dapo_stage_imports_at_most_20_local_names(stage):
+    """Guards against a stage script that a reader must learn the whole library to follow:
+    provenance, logging and torchrun stay behind a few names (artifacts.open_stage, ...)."""
+    project = {module_name(p).split(".")[0] for p in MODULES}
+    names = 0
+    for node in ast.walk(ast.parse((ROOT / f"{stage}.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in project:
+            names += len(node.names)
+        elif isinstance(node, ast.Import):
+            names += sum(a.name.split(".")[0] in project for a in node.names)
+    assert names <= 20, names
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
