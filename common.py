@@ -280,7 +280,13 @@ def save_json(path: Path, obj) -> None:
 
 
 def save_torch(path: Path, obj) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """torch.save, atomically. Written through a file object, so that the archive's inner
+    folder has a fixed name (given a path, torch names it after the temporary file): the same
+    content makes the same bytes, and so the same content hash (artifacts.file_hash)."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    atomic_write(path, write)
 
 
 def load_torch(path: Path, what: str, hint: str) -> dict:

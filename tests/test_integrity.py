@@ -20,7 +20,7 @@ import train_critic
 import training
 import train_sft
 from artifacts import check_rollouts, file_hash, load_rollouts
-from common import UserError, build_model, finite_json, prepare_run_dir, save_json
+from common import UserError, build_model, finite_json, prepare_run_dir, save_json, save_torch
 from model import GPTConfig
 from report import true_v_estimates
 from tiny import ACTOR, CRITIC, SFT, run
@@ -77,6 +77,36 @@ def test_each_stage_reuses_an_output_made_by_the_same_flags(round1, tmp_path, ca
     train_actor.main(["--run-dir", str(d)] + ACTOR)
     assert capsys.readouterr().out.count("up to date with these flags: skipped") == 3
     assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == before
+
+
+def test_the_same_content_saves_to_the_same_bytes(tmp_path):
+    """Guards against provenance that tells identical files apart: torch.save given a path
+    names the archive's inner folder after the (random) temporary file, so equal content had
+    unequal hashes and every later stage refused a same-seed re-run."""
+    obj = {"w": torch.arange(6.0), "made_by": {"stage": "sft"}}
+    save_torch(tmp_path / "a.pt", obj)
+    save_torch(tmp_path / "b.pt", obj)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert file_hash(tmp_path / "a.pt") == file_hash(tmp_path / "b.pt")
+    save_torch(tmp_path / "c.pt", {**obj, "w": torch.arange(6.0) + 1})
+    assert file_hash(tmp_path / "c.pt") != file_hash(tmp_path / "a.pt")
+
+
+def test_sft_made_again_the_same_way_keeps_the_later_stages(tmp_path, capsys):
+    """Guards against a same-seed re-run that breaks the chain: with results.json moved away
+    (the advice a malformed one gets), train_sft.py trains sft.pt again, bit for bit the
+    same, and the later stages still take it as their input."""
+    d = tmp_path / "run"  # a folder of its own: the checkpoints record their --run-dir
+    train_sft.main(["--run-dir", str(d)] + SFT)
+    train_critic.main(["--run-dir", str(d)] + CRITIC)
+    (d / "results.json").rename(tmp_path / "results.old.json")
+    before = file_hash(d / "sft.pt")
+    train_sft.main(["--run-dir", str(d)] + SFT)
+    assert file_hash(d / "sft.pt") == before
+    train_critic.main(["--run-dir", str(d)] + CRITIC)  # reuses rollouts, makes its record
+    assert "made from another sft.pt" not in capsys.readouterr().out
+    assert train_actor.main(["--run-dir", str(d)] + ACTOR)["made_by"]["sha256"] == \
+        file_hash(d / "actor_1.pt")
 
 
 def test_retrained_sft_makes_every_later_stage_stop(round1, tmp_path, capsys):
