@@ -8,6 +8,7 @@ run never leaves a half-written checkpoint, rollout file or results.json behind.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import os
@@ -193,8 +194,33 @@ def prepare_run_dir(path: str, must_exist: bool = False) -> Path:
         raise UserError(f"cannot write to run folder {p} ({e.strerror}); "
                         "pass a writable --run-dir") from None
     if main_process():  # under torchrun only rank 0 writes, so only it has temporary files
+        hold(p)  # before the clean-up: another process's temporary files are live
         remove_orphans(p)
     return p
+
+
+HELD: dict[str, int] = {}  # the run folders this process holds: path -> its lock's descriptor
+
+
+def hold(folder: Path) -> None:
+    """One process per run folder: an exclusive lock on folder/.lock, held until this process
+    ends (a pipeline or sweep calling stage after stage holds it once). Another process
+    holding it stops this one with one sentence that names it; under torchrun rank 0 holds it
+    for the job."""
+    key = str(Path(folder).resolve())
+    if key in HELD or os.environ.get("RANK", "0") != "0":  # (before the process group is up)
+        return
+    fd = os.open(Path(folder) / ".lock", os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        other = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise UserError(f"{other} is using run folder {folder}; wait for it to end, or pass "
+                        "another --run-dir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"process {os.getpid()} ({' '.join(sys.argv)[:120]})".encode())
+    HELD[key] = fd
 
 
 def remove_orphans(folder: Path) -> list[Path]:

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,7 +42,7 @@ def load(path, **kw):
 
 
 def files(folder):
-    return sorted(os.listdir(folder))
+    return sorted(f for f in os.listdir(folder) if f != ".lock")
 
 
 def same_weights(a: GPT, b: GPT) -> bool:
@@ -356,3 +357,24 @@ def test_friendly_errors_one_line_and_exit_code(capsys, exc, code):
         assert err == f"error: {exc}\n"
     else:
         assert "interrupted" in err and "Traceback" not in err
+
+
+def test_a_run_folder_another_process_holds_stops_with_one_sentence(tmp_path):
+    """Guards against two processes on one run folder (one's clean-up deleting the other's
+    live temporary file, a results record lost): the second names the first and stops; the
+    folder is free again once the first ends."""
+    import subprocess
+    import sys
+    d = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from common import prepare_run_dir; "
+         f"prepare_run_dir({str(d)!r}); print('held', flush=True); sys.stdin.read()"],
+        cwd=Path(__file__).resolve().parents[1], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=rf"process {holder.pid} \(.*\) is using run folder"):
+            prepare_run_dir(str(d))
+    finally:
+        holder.communicate("")
+    assert prepare_run_dir(str(d)) == d

@@ -43,7 +43,8 @@ def copy(src, tmp_path, name="run"):
 
 
 def files(d):
-    return sorted(p.name for p in d.iterdir())
+    """The run folder's files, its .lock (common.hold) left out."""
+    return sorted(p.name for p in d.iterdir() if p.name != ".lock")
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -71,12 +72,12 @@ def test_each_stage_reuses_an_output_made_by_the_same_flags(round1, tmp_path, ca
     """Guards against redoing (or silently redoing differently) finished work: run again with
     the same flags, every stage says it is up to date and changes no file."""
     d = copy(round1, tmp_path)
-    before = {p.name: p.stat().st_mtime_ns for p in d.iterdir()}
+    before = {p.name: p.stat().st_mtime_ns for p in d.iterdir() if p.name != ".lock"}
     train_sft.main(["--run-dir", str(d)] + SFT)
     train_critic.main(["--run-dir", str(d)] + CRITIC)
     train_actor.main(["--run-dir", str(d)] + ACTOR)
     assert capsys.readouterr().out.count("up to date with these flags: skipped") == 3
-    assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == before
+    assert {p.name: p.stat().st_mtime_ns for p in d.iterdir() if p.name != ".lock"} == before
 
 
 def test_the_same_content_saves_to_the_same_bytes(tmp_path):

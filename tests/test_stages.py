@@ -170,14 +170,14 @@ def test_sft_evaluate_reproduces_and_writes_nothing(sft_dir, tmp_path, capsys):
     """Guards against --evaluate drifting from the numbers the run recorded (it must use the
     run's task, seed and splits) or writing into the run folder."""
     d, _ = sft_dir
-    before = {p.name: p.stat().st_mtime_ns for p in d.iterdir()}
+    before = {p.name: p.stat().st_mtime_ns for p in d.iterdir() if p.name != ".lock"}
     record = train_sft.main(["--evaluate", str(d / "sft.pt"), "--eval-n", "12", "--device",
                              "cpu", "--run-dir", str(tmp_path / "unused")])
     res = json.loads((d / "results.json").read_text())["sft"]
     for split in ("val", "test", "ood"):
         assert record[split] == res[split]
     assert "two-op lines" in capsys.readouterr().out
-    assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == before
+    assert {p.name: p.stat().st_mtime_ns for p in d.iterdir() if p.name != ".lock"} == before
     assert not (tmp_path / "unused").exists()
     code, err = run(train_sft.main, ["--evaluate", str(tmp_path / "none.pt")], capsys)
     assert code == 2 and "no policy checkpoint at" in err
@@ -233,7 +233,7 @@ def test_critic_bad_input(sft_dir, tmp_path, capsys):
     (bad / "sft.pt").write_bytes(b"not a checkpoint")
     code, err = run(train_critic.main, ["--run-dir", str(bad)] + CRITIC, capsys)
     assert code == 2 and "not a readable" in err
-    assert sorted(p.name for p in bad.iterdir()) == ["sft.pt"]
+    assert sorted(p.name for p in bad.iterdir() if p.name != ".lock") == ["sft.pt"]
     d = tmp_path / "run"
     shutil.copytree(sft_dir[0], d)
     (d / "rollouts_1.pt").write_bytes(b"\x80\x02truncated")
