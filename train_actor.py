@@ -18,15 +18,13 @@ The same fit without DAPO's critic (the eq. 12 baselines): python -m baselines.t
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from artifacts import actor_path, load_critic, load_pi_ref, open_stage, round_inputs
 from common import (UserError, add_round_args, add_tag_arg, friendly_errors, parse_with_preset,
                     tag_suffix)
 from dapo import advantage_groups, attach_ref_logprobs, critic_values, sibling_actions
-from evaluation import accuracy_vs_pi_ref
-from training import add_fit_args, check_fit_args, fit_actor, print_filter
+from training import add_fit_args, check_fit_args, fit_and_score, print_filter
 
 # The flags that change what actor_R.pt holds (artifacts.made_by).
 MADE_BY = ("seed", "beta", "adv_threshold", "lr", "epochs", "batch_pairs")
@@ -65,17 +63,9 @@ def main(argv=None):
     attach_ref_logprobs(ref, groups)
     print_filter(stats, args)
 
-    # ---- B.4: the actor, initialised from pi_ref (whose log-probs are cached), on eq. 12
-    t0 = time.time()
-    step, log = fit_actor(ref, groups, stats, args, stage.run_dir, stage.device)
-    actor, train_time = ref, time.time() - t0
-    stage.save(actor, step, cfg, data_seed)
-
-    # ---- evaluation: greedy accuracy before (pi_ref) and after (the actor)
-    record = accuracy_vs_pi_ref(actor.eval(), stage.run_dir, args.round, args.eval_n, cfg,
-                                data_seed, stage.device)
-    record.update(filter=stats, train_time_s=train_time, beta=args.beta, lr=args.lr,
-                  last_log=log[-1] if log else {})
+    # ---- B.4: the actor, initialised from pi_ref (whose log-probs are cached), on eq. 12;
+    # then its greedy accuracy next to pi_ref's
+    record = fit_and_score(stage, ref, groups, stats, args, cfg, data_seed)
     return stage.finish(record, eval_n=args.eval_n)
 
 

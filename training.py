@@ -20,6 +20,7 @@ from common import (UserError, adam_step, adamw, load_torch, log_interval, posit
 from dapo import (BATCH_SUMS, balanced_pick, batch_loss, complete, critic_loss, max_solution_tokens,
                   mc_value, prefix_states, state_batches)
 from data import EOT_ID, NL_ID, Problem, decode, encode, round_problems, verify
+from evaluation import accuracy_vs_pi_ref
 from model import autocast, flat, generate, pack, unflat
 import parallel
 
@@ -413,3 +414,19 @@ def actor_log(sums: torch.Tensor, step: int, total: int, stats: dict, args, run_
                  f"A<0 {rec['logratio_neg']:+.3f} | kept {rec['kept_state_frac']:.0%} | "
                  f"{seconds:.0f} s")
     return rec
+
+
+def fit_and_score(stage, actor, groups: list[dict], stats: dict, args, cfg,
+                  data_seed: int) -> dict:
+    """B.4 for DAPO's actor and the eq. 12 baselines alike: the actor (pi_ref's weights, its
+    log-probs cached in groups) fitted on eq. 12, saved by the stage, and its greedy accuracy
+    next to pi_ref's; returns the stage's record."""
+    t0 = time.time()
+    step, log = fit_actor(actor, groups, stats, args, stage.run_dir, stage.device)
+    train_time = time.time() - t0
+    stage.save(actor, step, cfg, data_seed)
+    record = accuracy_vs_pi_ref(actor.eval(), stage.run_dir, args.round, args.eval_n, cfg,
+                                data_seed, stage.device)
+    record.update(filter=stats, train_time_s=train_time, beta=args.beta, lr=args.lr,
+                  last_log=log[-1] if log else {})
+    return record

@@ -19,7 +19,6 @@ rounds) and results.json["dapo_R_<name>"].
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from artifacts import actor_path, load_pi_ref, open_stage, round_inputs
@@ -28,9 +27,8 @@ from common import (UserError, add_round_args, add_tag_arg, friendly_errors, par
 from dapo import (action_advantages, advantage_groups, attach_ref_logprobs, is_terminal,
                   pair_stats, passes_gap_filter, pooled, sibling_actions)
 from data import encode
-from evaluation import accuracy_vs_pi_ref
 from model import unflat
-from training import add_fit_args, check_fit_args, fit_actor, print_filter
+from training import add_fit_args, check_fit_args, fit_and_score, print_filter
 
 # The flags that change what actor_R_<name>.pt holds (artifacts.made_by).
 MADE_BY = ("seed", "beta", "adv_threshold", "lr", "advantage", "epochs", "batch_pairs")
@@ -108,14 +106,8 @@ def main(argv=None):
                         "out more problems")
     attach_ref_logprobs(ref, groups)
     print_filter(stats, args)
-    t0 = time.time()
-    step, log = fit_actor(ref, groups, stats, args, stage.run_dir, stage.device)
-    actor, train_time = ref, time.time() - t0
-    stage.save(actor, step, cfg, data_seed)
-    record = accuracy_vs_pi_ref(actor.eval(), stage.run_dir, args.round, args.eval_n, cfg,
-                                data_seed, stage.device)
-    record.update(filter=stats, train_time_s=train_time, beta=args.beta, lr=args.lr,
-                  last_log=log[-1] if log else {}, advantage=args.advantage)
+    record = fit_and_score(stage, ref, groups, stats, args, cfg, data_seed)
+    record["advantage"] = args.advantage
     return stage.finish(record, eval_n=args.eval_n)
 
 
